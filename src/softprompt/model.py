@@ -1,0 +1,233 @@
+"""SoftPromptModel = frozen backbone (run by a family runner) + producer at a site + head.
+
+The forward pass is split at the *boundary*, the first layer that depends on trainable
+parameters: `frozen_state` computes everything below it (no autograd when the backbone is
+frozen; cacheable across epochs), `from_state` runs the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from softprompt.heads import PooledHead, VerbalizerHead, resolve_head
+from softprompt.methods.config import MethodConfig
+from softprompt.producers import PRODUCERS, Producer, ProducerInput
+from softprompt.runners import Runner, Sequence, runner_for
+from softprompt.runners.sequence import last_real_index
+from softprompt.sites import HiddenSite, KVSite, build_site
+
+LORA_TARGETS = {
+    "bert": ["query", "value"],
+    "roberta": ["query", "value"],
+    "mpnet": ["q", "v"],
+    "gpt2": ["c_attn"],
+    "llama": ["q_proj", "v_proj"],
+    "gemma3": ["q_proj", "v_proj"],
+    "t5": ["q", "v"],
+}
+
+
+@dataclass
+class Output:
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+
+
+class SoftPromptModel(nn.Module):
+    def __init__(self, backbone, method: MethodConfig, num_labels: int, is_regression: bool = False,
+                 label_words: list[str] | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.method = method
+        self.num_labels = num_labels
+        self.is_regression = is_regression
+        self.label_words = list(label_words or [])
+        self.runner: Runner = runner_for(backbone.family, backbone.model)
+        self.site = build_site(method.site, self.runner.num_layers) if method.producer is not None else None
+        self.producer: Producer | None = self._build_producer()
+        self.head_kind, self.pooling = resolve_head(method.head, backbone.kind, is_regression)
+        self.head = self._build_head()
+        self._setup_backbone_training()
+
+    # -- construction --------------------------------------------------------------------------
+    def _build_producer(self) -> Producer | None:
+        if self.method.producer is None:
+            return None
+        cfg = self.method.producer_config()
+        cls = PRODUCERS[self.method.producer_kind][1]
+        producer = cls(cfg, self.site.prompt_dim(self.runner), self.runner.hidden_size)
+        producer.init_from_embeddings(self.runner.word_embeddings, self.backbone.tokenizer)
+        return producer.to(self.runner.word_embeddings.weight.device)
+
+    def _build_head(self) -> nn.Module:
+        device = self.runner.word_embeddings.weight.device
+        if self.head_kind == "verbalizer":
+            if len(self.label_words) != self.num_labels:
+                raise ValueError(f"verbalizer needs {self.num_labels} label words, got {self.label_words}")
+            tok = self.backbone.tokenizer
+            ids = [tok(" " + w if self.backbone.kind == "decoder" else w, add_special_tokens=False)["input_ids"]
+                   for w in self.label_words]
+            return VerbalizerHead(self.runner.lm_head(), ids).to(device)
+        outputs = 1 if self.head_kind == "regression" else self.num_labels
+        return PooledHead(self.runner.hidden_size, outputs, self.pooling, self.method.head.dropout).to(device)
+
+    def _setup_backbone_training(self) -> None:
+        base = self.backbone.model
+        base.requires_grad_(False)
+        if self.method.backbone == "full":
+            base.requires_grad_(True)
+        elif self.method.backbone == "lora":
+            from peft import LoraConfig, inject_adapter_in_model
+
+            lora = self.method.lora
+            targets = lora.target_modules or LORA_TARGETS[self.backbone.family]
+            cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets)
+            inject_adapter_in_model(cfg, base)
+            for name, p in base.named_parameters():
+                p.requires_grad_("lora_" in name)
+
+    # -- parameters ----------------------------------------------------------------------------
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """Everything a trained adapter consists of (what is saved and trained)."""
+        state = {}
+        if self.producer is not None:
+            state.update({f"producer.{k}": v for k, v in self.producer.state_dict().items()})
+        state.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
+        if self.method.backbone != "frozen":
+            keep = (lambda n: "lora_" in n) if self.method.backbone == "lora" else (lambda n: True)
+            state.update({f"backbone.{k}": v for k, v in self.backbone.model.state_dict().items() if keep(k)})
+        return state
+
+    def adapter_params(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by role: prompt (and lowrank for DePT), head, backbone."""
+        groups: dict[str, list[nn.Parameter]] = {}
+        if self.producer is not None:
+            groups.update(self.producer.param_groups())
+        groups["head"] = [p for p in self.head.parameters() if p.requires_grad]
+        groups["backbone"] = [p for p in self.backbone.model.parameters() if p.requires_grad]
+        return {k: v for k, v in groups.items() if v}
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.adapter_params().values())
+
+    # -- forward -------------------------------------------------------------------------------
+    @property
+    def boundary(self) -> int:
+        """First layer whose computation depends on trainable parameters."""
+        if self.method.backbone != "frozen":
+            return 0
+        if self.producer is None:
+            return self.runner.num_layers
+        if type(self.producer).adjust_embeddings is not Producer.adjust_embeddings:
+            return 0
+        return self.site.boundary
+
+    def _start(self, input_ids, attention_mask, token_type_ids) -> Sequence:
+        mask = attention_mask.bool()
+        offset = self.producer.num_tokens if isinstance(self.site, KVSite) else 0
+        tok = self.runner.token_embeddings(input_ids)
+        return Sequence(tok, mask, mask.clone(), token_type_ids, offset)
+
+    def frozen_state(self, input_ids, attention_mask, token_type_ids=None) -> Sequence:
+        """State entering the boundary layer (token space when the boundary is 0)."""
+        seq = self._start(input_ids, attention_mask, token_type_ids)
+        b = self.boundary
+        if b == 0:
+            return seq
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.method.backbone != "frozen"):
+            seq = seq.with_hidden(self.runner.embed(seq))
+            return seq.with_hidden(self.runner.run_layers(seq, 0, b))
+
+    def from_state(self, state: Sequence, input_ids) -> tuple[torch.Tensor, Sequence]:
+        """Final hidden states (B, L, d) and the sequence bookkeeping, from a frozen state."""
+        runner, producer, site = self.runner, self.producer, self.site
+        b = self.boundary
+        text_mask = state.text_mask
+        token_embeds = None
+        if producer is not None and producer.input_dependent:
+            token_embeds = state.hidden if b == 0 else runner.token_embeddings(input_ids)
+        seq, start = state, b
+        if b == 0:
+            tok = producer.adjust_embeddings(seq.hidden, text_mask) if producer is not None else seq.hidden
+            seq = seq.with_hidden(tok)
+            if isinstance(site, HiddenSite) and site.boundary == 0:
+                seq = site.apply(seq, producer(ProducerInput(token_embeds, tok, text_mask)))
+            seq = seq.with_hidden(runner.embed(seq))
+        prefixes = None
+        if isinstance(site, HiddenSite) and site.boundary > 0:
+            if site.boundary > start:
+                seq = seq.with_hidden(runner.run_layers(seq, start, site.boundary))
+                start = site.boundary
+            seq = site.apply(seq, producer(ProducerInput(token_embeds, seq.hidden, seq.text_mask)))
+        elif isinstance(site, KVSite):
+            prompt = producer(ProducerInput(token_embeds, seq.hidden, seq.text_mask))
+            prefixes = site.prefixes(prompt, runner, seq.hidden.shape[0])
+        hidden = runner.run_layers(seq, start, runner.num_layers, prefixes)
+        return runner.finish(hidden), seq
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, state: Sequence | None = None):
+        if state is None:
+            state = self.frozen_state(input_ids, attention_mask, token_type_ids)
+        hidden, seq = self.from_state(state, input_ids)
+        logits = self.head(hidden, seq.text_mask)
+        if self.head_kind == "verbalizer" and self.head.multi_token:
+            logits = logits + self._continuation_scores(input_ids, attention_mask, token_type_ids)
+        if self.head_kind == "regression":
+            logits = logits.squeeze(-1)
+        loss = None if labels is None else self.loss(logits, labels)
+        return Output(logits, loss)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.head_kind == "regression":
+            return F.mse_loss(logits.float(), labels.float())
+        return F.cross_entropy(logits.float(), labels.long())
+
+    def _continuation_scores(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
+        """log p(w_2..w_n | x, w_1..) for multi-token label words (teacher forcing, one pass per word)."""
+        scores = []
+        for ids in self.head.label_token_ids:
+            if len(ids) == 1:
+                scores.append(torch.zeros(input_ids.shape[0], device=input_ids.device))
+                continue
+            ext_ids, ext_mask = append_tokens(input_ids, attention_mask, ids[:-1])
+            state = self.frozen_state(ext_ids, ext_mask, None)
+            hidden, seq = self.from_state(state, ext_ids)
+            # log p(ids[j]) is read at the appended ids[j-1], (n-1-j) text tokens before the end
+            from_end = seq.text_mask.sum(1, keepdim=True) - seq.text_mask.long().cumsum(1)
+            total = torch.zeros(input_ids.shape[0], device=input_ids.device)
+            for j in range(1, len(ids)):
+                idx = ((from_end == len(ids) - 1 - j) & seq.text_mask).float().argmax(1)
+                h = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+                total = total + self.runner.lm_head()(h).log_softmax(-1)[:, ids[j]]
+            scores.append(total)
+        return torch.stack(scores, dim=1)
+
+    @torch.no_grad()
+    def fold(self) -> "SoftPromptModel":
+        """Materialise reparameterised producers (prefix MLP, P-tuning encoder) in place."""
+        if self.producer is not None:
+            self.producer = self.producer.fold()
+        return self
+
+
+def append_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, tokens: list[int]):
+    """Append `tokens` right after each row's last real token (works for left and right padding)."""
+    n = len(tokens)
+    bsz, length = input_ids.shape
+    pad_id = 0
+    ids = torch.cat([input_ids, torch.full((bsz, n), pad_id, dtype=input_ids.dtype, device=input_ids.device)], 1)
+    mask = torch.cat([attention_mask, torch.zeros(bsz, n, dtype=attention_mask.dtype, device=input_ids.device)], 1)
+    last = last_real_index(attention_mask.bool())
+    tok = torch.tensor(tokens, dtype=input_ids.dtype, device=input_ids.device)
+    for k in range(n):
+        pos = last + 1 + k
+        ids[torch.arange(bsz), pos] = tok[k]
+        mask[torch.arange(bsz), pos] = 1
+    return ids, mask

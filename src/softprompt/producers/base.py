@@ -1,0 +1,69 @@
+"""Prompt producers: modules that make the prompt vectors a site puts into the model.
+
+A producer returns prompts of shape (B, t, D): B = 1 for input-independent producers
+(broadcast by the site), B = batch for input-dependent ones. D is what the site asks for:
+the hidden size for hidden-state sites, layers x 2 x kv_dim for key/value sites.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ProducerInput:
+    """What a producer may look at. Masks mark text tokens (no prompt yet)."""
+
+    token_embeds: torch.Tensor  # (B, T, d) input token embeddings E(x)
+    hidden: torch.Tensor  # (B, T, d) hidden states entering the site's layer
+    mask: torch.Tensor  # (B, T) bool
+
+
+@dataclass
+class ProducerConfig:
+    num_tokens: int = 10
+
+    def validate(self) -> None:
+        if self.num_tokens < 1:
+            raise ValueError("num_tokens must be >= 1")
+
+
+class Producer(nn.Module):
+    input_dependent: bool = False
+
+    def __init__(self, cfg: ProducerConfig, out_dim: int, hidden_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.out_dim = out_dim
+        self.hidden_size = hidden_size
+
+    @property
+    def num_tokens(self) -> int:
+        return self.cfg.num_tokens
+
+    def forward(self, inp: ProducerInput) -> torch.Tensor:
+        raise NotImplementedError
+
+    def adjust_embeddings(self, token_embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Hook for producers that also edit the input embeddings (DePT)."""
+        return token_embeds
+
+    def init_from_embeddings(self, embedding: nn.Embedding, tokenizer) -> None:
+        """Hook for producers initialised from the vocabulary or a text."""
+
+    def fold(self) -> "Producer":
+        """An equivalent producer for inference (reparameterisations materialised)."""
+        return self
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Named parameter groups; the trainer may give each its own learning rate."""
+        return {"prompt": [p for p in self.parameters() if p.requires_grad]}
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the sequence of (B, T, d) restricted to mask (B, T)."""
+    w = mask.to(x.dtype).unsqueeze(-1)
+    return (x * w).sum(1) / w.sum(1).clamp(min=1.0)

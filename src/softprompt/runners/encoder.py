@@ -1,0 +1,95 @@
+"""Runners for bidirectional encoders: BERT, RoBERTa (absolute positions) and MPNet (relative bias)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from softprompt.runners.base import LayerContext, PrefixCache, Runner
+from softprompt.runners.sequence import Sequence
+
+
+class BertRunner(Runner):
+    family = "bert"
+
+    def __init__(self, model: nn.Module):
+        super().__init__(model)
+        self.word_embeddings = model.embeddings.word_embeddings
+        self.layers = model.encoder.layer
+        self.num_heads = model.config.num_attention_heads
+
+    def position_ids(self, seq: Sequence) -> torch.Tensor:
+        return seq.positions
+
+    def embed(self, seq: Sequence) -> torch.Tensor:
+        types = seq.token_type_ids
+        if types is None:
+            types = torch.zeros_like(seq.mask, dtype=torch.long)
+        return self.model.embeddings(
+            inputs_embeds=seq.hidden, position_ids=self.position_ids(seq), token_type_ids=types
+        )
+
+    def layer(self, i, hidden, ctx: LayerContext, cache: PrefixCache | None):
+        out = self.layers[i](hidden, attention_mask=ctx.masks["default"], past_key_values=cache)
+        return out[0] if isinstance(out, tuple) else out
+
+
+class RobertaRunner(BertRunner):
+    """RoBERTa counts positions from padding_idx + 1, as its own embeddings do."""
+
+    family = "roberta"
+
+    def position_ids(self, seq: Sequence) -> torch.Tensor:
+        pad = self.model.embeddings.padding_idx
+        return (seq.positions + pad + 1) * seq.mask.long() + pad * (~seq.mask).long()
+
+
+class MPNetRunner(RobertaRunner):
+    """MPNet: RoBERTa-style positions plus a relative position bias shared by all layers.
+
+    MPNet's attention has no cache hook, so key/value prefixes go through `_attend` below,
+    a transcription of MPNetSelfAttention with the prefix concatenated.
+    """
+
+    family = "mpnet"
+
+    def embed(self, seq: Sequence) -> torch.Tensor:
+        return self.model.embeddings(inputs_embeds=seq.hidden, position_ids=self.position_ids(seq))
+
+    def context(self, seq: Sequence, prefix_len: int) -> LayerContext:
+        ctx = super().context(seq, prefix_len)
+        enc = self.model.encoder
+        pos = seq.positions + prefix_len
+        if prefix_len:
+            pre = torch.arange(prefix_len, device=pos.device).expand(pos.shape[0], -1)
+            keys = torch.cat([pre, pos], dim=1)
+        else:
+            keys = pos
+        rel = keys[:, None, :] - pos[:, :, None]
+        bucket = enc.relative_position_bucket(rel, num_buckets=enc.relative_attention_bias.num_embeddings)
+        ctx.extras["bias"] = enc.relative_attention_bias(bucket).permute(0, 3, 1, 2).contiguous()
+        return ctx
+
+    def layer(self, i, hidden, ctx: LayerContext, cache: PrefixCache | None):
+        block = self.layers[i]
+        mask, bias = ctx.masks["default"], ctx.extras["bias"]
+        if cache is None:
+            return block(hidden, mask, bias)[0]
+        attn = block.attention
+        attn_out = attn.LayerNorm(attn.dropout(self._attend(attn.attn, hidden, mask, bias, cache, i)) + hidden)
+        return block.output(block.intermediate(attn_out), attn_out)
+
+    @staticmethod
+    def _attend(sa, hidden, mask, bias, cache: PrefixCache, i: int) -> torch.Tensor:
+        bsz, length, _ = hidden.shape
+        heads, hd = sa.num_attention_heads, sa.attention_head_size
+        q = sa.q(hidden).view(bsz, length, heads, hd).transpose(1, 2)
+        k = sa.k(hidden).view(bsz, length, heads, hd).transpose(1, 2)
+        v = sa.v(hidden).view(bsz, length, heads, hd).transpose(1, 2)
+        k, v = cache.update(k, v, i)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(hd) + bias + mask
+        probs = sa.dropout(torch.softmax(scores, dim=-1))
+        ctx = (probs @ v).transpose(1, 2).reshape(bsz, length, heads * hd)
+        return sa.o(ctx)

@@ -1,0 +1,50 @@
+"""Runner for the encoder of T5-style encoder-decoders; prompts go on the encoder side."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from softprompt.runners.base import LayerContext, PrefixCache, Runner
+from softprompt.runners.sequence import Sequence
+
+
+class T5Runner(Runner):
+    family = "t5"
+
+    def __init__(self, model: nn.Module):
+        super().__init__(model)
+        enc = model.encoder
+        self.word_embeddings = model.shared
+        self.layers = enc.block
+        self.num_heads = model.config.num_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.config.d_kv
+
+    def embed(self, seq: Sequence) -> torch.Tensor:
+        return self.model.encoder.dropout(seq.hidden)
+
+    def context(self, seq: Sequence, prefix_len: int) -> LayerContext:
+        ctx = super().context(seq, prefix_len)
+        length = seq.hidden.shape[1]
+        attn = self.layers[0].layer[0].SelfAttention
+        bias = attn.compute_bias(length, length + prefix_len, device=seq.hidden.device, past_seen_tokens=prefix_len)
+        ctx.extras["bias"] = bias.to(self.dtype)
+        return ctx
+
+    def layer(self, i, hidden, ctx: LayerContext, cache: PrefixCache | None):
+        out = self.layers[i](
+            hidden, attention_mask=ctx.masks["default"], position_bias=ctx.extras["bias"], past_key_values=cache
+        )
+        return out[0]
+
+    def finish(self, hidden):
+        enc = self.model.encoder
+        return enc.dropout(enc.final_layer_norm(hidden))
+
+    def lm_head(self):
+        return self.model.lm_head
+
+
