@@ -1,0 +1,1 @@
+"""One reader per distribution format; `softprompt.tasks.loading` picks the right one."""
