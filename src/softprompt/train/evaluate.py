@@ -1,0 +1,51 @@
+"""Batched inference over an encoded split, and scoring with the task's metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from softprompt.tasks import compute_metrics
+from softprompt.train.batches import Encoded, batch_order, collate
+
+
+def padding_side(tokenizer) -> str:
+    return getattr(tokenizer, "padding_side", "right") or "right"
+
+
+@torch.inference_mode()
+def predict_logits(model, enc: Encoded, batch_size: int, tokenizer, device=None) -> np.ndarray:
+    """Logits for every example, in the split's order (batches sorted by length for speed)."""
+    was_training = model.training
+    model.eval()
+    device = device or next(model.parameters()).device
+    order = np.argsort(enc.lengths, kind="stable")
+    out: list[np.ndarray | None] = [None] * len(enc)
+    pad_id = tokenizer.pad_token_id
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size].tolist()
+        batch = collate(enc, idx, pad_id, padding_side(tokenizer))
+        logits = model(
+            batch["input_ids"].to(device),
+            batch["attention_mask"].to(device),
+            batch["token_type_ids"].to(device) if "token_type_ids" in batch else None,
+        ).logits.float().cpu().numpy()
+        for r, i in enumerate(idx):
+            out[i] = logits[r]
+    model.train(was_training)
+    return np.stack(out) if out else np.zeros((0,))
+
+
+def predictions_from_logits(logits: np.ndarray, is_regression: bool) -> np.ndarray:
+    return logits.reshape(-1) if is_regression else logits.argmax(-1)
+
+
+def score(task, model, enc: Encoded, batch_size: int, tokenizer) -> dict[str, float]:
+    logits = predict_logits(model, enc, batch_size, tokenizer)
+    preds = predictions_from_logits(logits, task.is_regression)
+    labels = enc.labels if task.is_regression else enc.labels.astype(np.int64)
+    groups = enc.groups if task.grouped else None
+    return compute_metrics(task, preds, labels, groups)
+
+
+__all__ = ["batch_order", "predict_logits", "predictions_from_logits", "score", "padding_side"]

@@ -1,0 +1,303 @@
+"""The training recipe: setup -> train (evaluate, checkpoint, early stop) -> save.
+
+Runs on CPU or GPU through accelerate (device placement, bf16/fp16 autocast with fp32
+trainable weights, gradient accumulation, DDP under `accelerate launch`/`torchrun`).
+Every global batch is split across processes, so N processes see the same data as one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from softprompt.adapter import save_adapter
+from softprompt.errors import ConfigError, SoftPromptError
+from softprompt.methods import method_config
+from softprompt.model import SoftPromptModel
+from softprompt.tasks import get_task, load_split_with_report
+from softprompt.train import checkpoint as ckpt
+from softprompt.train.batches import batch_order, collate, encode
+from softprompt.train.config import TrainConfig
+from softprompt.train.evaluate import padding_side, score
+from softprompt.train.state_cache import StateCache
+
+
+class TrainingDiverged(SoftPromptError):
+    """The loss became NaN or infinite."""
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, backbone=None, resume: bool = False, log=print):
+        self.cfg = cfg
+        self.backbone = backbone
+        self.resume = resume
+        self.log = log
+        self.run_dir = Path(cfg.run_dir())
+
+    # -- setup ---------------------------------------------------------------------------------
+    def setup(self) -> "Trainer":
+        cfg = self.cfg
+        self.accelerator = Accelerator(
+            mixed_precision=cfg.mixed_precision,
+            gradient_accumulation_steps=cfg.grad_accum,
+            log_with="tensorboard" if cfg.tensorboard else None,
+            project_dir=str(self.run_dir),
+        )
+        self.task = get_task(cfg.task)
+        if self.backbone is None:
+            from softprompt.backbones import load_backbone
+
+            self.backbone = load_backbone(cfg.backbone)
+        tok = self.backbone.tokenizer
+        train, self.train_report = load_split_with_report(cfg.task, "train", cfg.data_dir, cfg.train_limit, cfg.seed)
+        dev, self.eval_report = load_split_with_report(cfg.task, cfg.eval_split, cfg.data_dir, cfg.eval_limit, 0)
+        self.train_enc = encode(tok, train, cfg.max_length)
+        self.eval_enc = encode(tok, dev, cfg.max_length)
+        torch.manual_seed(cfg.seed)
+        method = method_config(cfg.method)
+        if method.zero_shot:
+            raise ConfigError("method zero-shot is not trained; use `softprompt eval --method zero-shot`")
+        self.model = SoftPromptModel(
+            self.backbone, method, self.task.num_labels, self.task.is_regression, list(self.task.verbalizer)
+        )
+        self.model.backbone.model.eval()  # the frozen function stays deterministic (no dropout)
+        self._build_optimizer(method)
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.cache = self._build_cache()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.accelerator.is_main_process:
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+        if cfg.tensorboard:
+            self.accelerator.init_trackers("tb")
+        return self
+
+    @property
+    def unwrapped(self) -> SoftPromptModel:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _build_optimizer(self, method) -> None:
+        cfg = self.cfg
+        lrs = cfg.group_lrs(method.producer_kind, method.backbone)
+        groups = []
+        for name, params in self.model.param_groups().items():
+            decay = [p for p in params if p.dim() > 1]
+            no_decay = [p for p in params if p.dim() <= 1]
+            for ps, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
+                if ps:
+                    groups.append({"params": ps, "lr": lrs[name], "weight_decay": wd, "name": name})
+        self.optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+        per_process = math.ceil(len(self.train_enc) / cfg.batch_size)
+        self.total_steps = math.ceil(per_process / cfg.grad_accum) * cfg.epochs
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, int(cfg.warmup_ratio * self.total_steps), self.total_steps
+        )
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        flat = [p for g in groups for p in g["params"]]
+        self.param_names = {i: names[id(p)] for i, p in enumerate(flat)}
+
+    def _build_cache(self) -> StateCache | None:
+        cfg, model = self.cfg, self.unwrapped
+        if cfg.cache == "none" or model.boundary == 0 or cfg.epochs == 1:
+            return None
+        return StateCache(int(cfg.cache_max_gb * 2**30))
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _save_checkpoint(self, progress: dict) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        trainable = self.unwrapped.adapter_params()
+        opt_tensors, groups = ckpt.optimizer_tensors(self.optimizer, self.param_names)
+        state = {
+            **progress,
+            "scheduler": self.scheduler.state_dict(),
+            "optimizer_groups": groups,
+            "torch_rng": torch.get_rng_state().tolist(),
+        }
+        ckpt.save_checkpoint(self.run_dir, progress["global_step"], trainable, opt_tensors, state, self.cfg.keep_checkpoints)
+
+    def _restore(self) -> dict | None:
+        latest = ckpt.latest_valid(self.run_dir)
+        if latest is None:
+            return None
+        trainable, opt_tensors, state = ckpt.load_checkpoint(latest)
+        params = self.unwrapped.adapter_params()
+        with torch.no_grad():
+            for name, value in trainable.items():
+                params[name].copy_(value)
+        ckpt.restore_optimizer(self.optimizer, opt_tensors, state["optimizer_groups"], self.param_names)
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        self._truncate_log(state["global_step"])
+        self.log(f"resumed from {latest.name} (epoch {state['epoch']}, step {state['global_step']})")
+        return state
+
+    def _truncate_log(self, step: int) -> None:
+        path = self.run_dir / "metrics.jsonl"
+        if path.exists() and self.accelerator.is_main_process:
+            keep = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+            path.write_text("".join(line + "\n" for line in keep))
+
+    def _record(self, row: dict) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.run_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            if self.cfg.tensorboard:
+                self.accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=row["step"])
+
+    # -- train ---------------------------------------------------------------------------------
+    def _frozen_state(self, batch, device):
+        model = self.unwrapped
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        types = batch["token_type_ids"].to(device) if "token_type_ids" in batch else None
+        if self.cache is None:
+            return None
+        indices = batch["indices"].tolist()
+        template = model._start(ids, mask, types)
+        hidden = self.cache.lookup(indices, mask)
+        if hidden is not None:
+            return template.with_hidden(hidden.to(template.hidden.dtype))
+        with torch.no_grad():
+            state = model.frozen_state(ids, mask, types)
+        self.cache.store(indices, state)
+        return state
+
+    def train(self) -> dict:
+        cfg, acc = self.cfg, self.accelerator
+        device = acc.device
+        state = self._restore() if self.resume else None
+        if state is None and self.resume:
+            self.log("no valid checkpoint to resume from; starting fresh")
+        progress = state or {
+            "epoch": 0, "batch": 0, "global_step": 0, "best": None, "best_step": None,
+            "bad_evals": 0, "train_seconds": 0.0, "time_to_best": None, "epoch_throughput": [],
+        }
+        if state is None and acc.is_main_process:
+            (self.run_dir / "metrics.jsonl").write_text("")
+        rank, world = acc.process_index, acc.num_processes
+        tok = self.backbone.tokenizer
+        side = padding_side(tok)
+        self.model.train()
+        self.unwrapped.backbone.model.eval()
+        stop = False
+        lengths = self.train_enc.lengths
+        for epoch in range(progress["epoch"], cfg.epochs):
+            batches = batch_order(lengths, cfg.batch_size * world, cfg.seed, epoch, True, cfg.bucket)
+            first = progress["batch"] if epoch == progress["epoch"] else 0
+            bar = tqdm(total=len(batches), initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       disable=not (cfg.progress and acc.is_main_process), leave=False)
+            t0, seen, losses, epoch_seconds = time.perf_counter(), 0, [], 0.0
+            for b in range(first, len(batches)):
+                local = batches[b][rank::world]
+                batch = collate(self.train_enc, local, tok.pad_token_id, side)
+                frozen = self._frozen_state(batch, device)
+                with acc.accumulate(self.model), acc.autocast():
+                    out = self.model(
+                        batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                        batch["token_type_ids"].to(device) if "token_type_ids" in batch else None,
+                        labels=batch["labels"].to(device), state=frozen,
+                    )
+                    if not torch.isfinite(out.loss):
+                        raise TrainingDiverged(
+                            f"loss became {out.loss.item()} at epoch {epoch + 1}, step {progress['global_step']}; "
+                            f"kept: last checkpoint in {self.run_dir} and the best adapter in {self.run_dir / 'adapter'}"
+                        )
+                    acc.backward(out.loss)
+                    if acc.sync_gradients and cfg.max_grad_norm:
+                        acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                seen += len(batches[b])
+                losses.append(out.loss.item())
+                progress["batch"] = b + 1
+                bar.update(1)
+                if not acc.sync_gradients:
+                    continue
+                self.scheduler.step()
+                progress["global_step"] += 1
+                step = progress["global_step"]
+                elapsed = time.perf_counter() - t0
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", sps=f"{seen / max(elapsed, 1e-9):.1f}")
+                if step % cfg.log_every == 0:
+                    self._record({"step": step, "epoch": epoch + 1, "loss": float(np.mean(losses[-cfg.log_every:])),
+                                  "lr": self.scheduler.get_last_lr()[0], "samples_per_s": seen / max(elapsed, 1e-9)})
+                end_of_epoch = b + 1 == len(batches)
+                if (cfg.eval_every and step % cfg.eval_every == 0) or (not cfg.eval_every and end_of_epoch):
+                    segment = time.perf_counter() - t0
+                    epoch_seconds += segment
+                    progress["train_seconds"] += segment
+                    stop = self._evaluate(progress, epoch)
+                    t0 = time.perf_counter()
+                if stop:
+                    break
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not end_of_epoch:
+                    progress["epoch"] = epoch
+                    self._save_checkpoint(progress)
+            segment = time.perf_counter() - t0
+            epoch_seconds += segment
+            progress["train_seconds"] += segment
+            progress["epoch_throughput"].append(seen / max(epoch_seconds, 1e-9))
+            bar.close()
+            progress["epoch"], progress["batch"] = epoch + 1, 0
+            self._save_checkpoint(progress)
+            if stop:
+                break
+        return self._finish(progress)
+
+    def _evaluate(self, progress: dict, epoch: int) -> bool:
+        """Evaluate, keep the best adapter; True when early stopping says stop."""
+        scores = score(self.task, self.unwrapped, self.eval_enc, self.cfg.eval_batch_size, self.backbone.tokenizer)
+        step = progress["global_step"]
+        self._record({"step": step, "epoch": epoch + 1, "eval": scores, "train_seconds": progress["train_seconds"]})
+        self.log(f"step {step} (epoch {epoch + 1}): {self.cfg.eval_split} {self.task.metric} = {scores['main']:.2f}")
+        if progress["best"] is None or scores["main"] > progress["best"]:
+            progress.update(best=scores["main"], best_step=step, bad_evals=0,
+                            time_to_best=progress["train_seconds"], best_scores=scores)
+            if self.accelerator.is_main_process:
+                save_adapter(self.unwrapped, self.run_dir / "adapter", task=self.task.name,
+                             label_names=list(self.task.label_names), train_step=step)
+            return False
+        progress["bad_evals"] += 1
+        return self.cfg.patience is not None and progress["bad_evals"] >= self.cfg.patience
+
+    def _finish(self, progress: dict) -> dict:
+        model = self.unwrapped
+        summary = {
+            "task": self.task.name,
+            "method": self.cfg.method_name,
+            "backbone": self.cfg.backbone,
+            "seed": self.cfg.seed,
+            "metric": self.task.metric,
+            "best": progress["best"],
+            "best_step": progress["best_step"],
+            "best_scores": progress.get("best_scores"),
+            "time_to_best_s": progress["time_to_best"],
+            "train_seconds": progress["train_seconds"],
+            "steps": progress["global_step"],
+            "train_examples": len(self.train_enc),
+            "train_truncated": self.train_enc.truncated,
+            "eval_examples": len(self.eval_enc),
+            "epoch_samples_per_s": progress["epoch_throughput"],
+            "trainable_params": model.num_trainable(),
+            "boundary_layer": model.boundary,
+            "cache_rows": len(self.cache.rows) if self.cache else 0,
+            "data": [self.train_report.summary(), self.eval_report.summary()],
+        }
+        if self.accelerator.is_main_process:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if self.cfg.tensorboard:
+            self.accelerator.end_training()
+        return summary
+
+
+def train(cfg: TrainConfig, backbone=None, resume: bool = False, log=print) -> dict:
+    return Trainer(cfg, backbone, resume, log).setup().train()
