@@ -14,6 +14,11 @@ from softprompt.errors import SoftPromptError
 # subcommand name -> module under softprompt.commands
 COMMANDS: dict[str, str] = {
     "data": "data",
+    "train": "train",
+    "eval": "eval",
+    "predict": "predict",
+    "params": "params",
+    "demo": "demo",
 }
 
 

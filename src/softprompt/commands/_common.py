@@ -1,0 +1,39 @@
+"""Argument helpers shared by commands: every TrainConfig key becomes a --flag."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+import yaml
+
+from softprompt.config import from_dict, load_yaml
+from softprompt.train.config import TrainConfig
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls=TrainConfig) -> None:
+    """--key VALUE for every field (parsed as YAML scalars, so 1e-3, true, [0.9, 0.98] work)."""
+    parser.add_argument("--config", help="YAML file with these keys; flags override it")
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(flag, dest=f"cfg_{f.name}", metavar=f.name.upper(), default=None,
+                            help=f"(config key: {f.name})")
+
+
+def config_from_args(args: argparse.Namespace, cls=TrainConfig, **defaults):
+    data = dict(defaults)
+    if getattr(args, "config", None):
+        data.update(load_yaml(args.config))
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        raw = getattr(args, f"cfg_{f.name}", None)
+        if raw is None:
+            continue
+        value = yaml.safe_load(raw) if hints[f.name] is not str else raw
+        if f.name == "method" and isinstance(value, str):
+            value = {**(data.get("method") or {}), "name": value} if isinstance(data.get("method"), dict) else value
+        data[f.name] = value
+    if isinstance(data.get("method"), str):
+        data["method"] = {"name": data["method"]}
+    return from_dict(cls, data, "config")

@@ -1,0 +1,48 @@
+"""softprompt params: trainable parameters per method on a backbone (ID-SPAM paper Tables 12-13)."""
+
+from __future__ import annotations
+
+HELP = "print trainable parameters of every method on a backbone"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--backbone", default="minilm-l6")
+    parser.add_argument("--num-labels", type=int, default=2)
+    parser.add_argument("--methods", default=None, help="comma-separated (default: all trainable presets)")
+
+
+def parameter_table(backbone, methods: list[str], num_labels: int = 2) -> list[dict]:
+    import copy
+
+    from softprompt.methods import PRESETS, method_config
+    from softprompt.model import SoftPromptModel
+
+    rows = []
+    base_total = sum(p.numel() for p in backbone.model.parameters())
+    for name in methods:
+        if PRESETS[name].get("zero_shot"):
+            continue
+        bb = copy.copy(backbone)
+        if PRESETS[name].get("backbone", "frozen") != "frozen":
+            bb.model = copy.deepcopy(backbone.model)  # LoRA/full change the model; keep the shared one clean
+        model = SoftPromptModel(bb, method_config(name), num_labels)
+        head = sum(p.numel() for p in model.head.parameters())
+        n = model.num_trainable()
+        rows.append({"method": name, "trainable": n, "without_head": n - head,
+                     "percent_of_backbone": 100.0 * n / base_total, "site": model.site.describe() if model.site else "-"})
+    return rows
+
+
+def run(args) -> int:
+    from softprompt.backbones import load_backbone
+    from softprompt.methods import PRESETS
+
+    backbone = load_backbone(args.backbone)
+    methods = args.methods.split(",") if args.methods else list(PRESETS)
+    rows = parameter_table(backbone, methods, args.num_labels)
+    total = sum(p.numel() for p in backbone.model.parameters())
+    print(f"backbone {args.backbone}: {total:,} parameters ({args.num_labels}-label head)")
+    print(f"{'method':<15}{'trainable':>13}{'w/o head':>13}{'% backbone':>12}  site")
+    for r in rows:
+        print(f"{r['method']:<15}{r['trainable']:>13,}{r['without_head']:>13,}{r['percent_of_backbone']:>11.3f}%  {r['site']}")
+    return 0
