@@ -133,9 +133,15 @@ def build_atomically(
         for stale in stale_temp_dirs(name):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=models_root()))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the ready folder gets normal permissions
         try:
             started = time.time()
             extra = build(tmp) or {}
+            for root, _dirs, files in os.walk(tmp):  # some writers (safetensors) create files 0600
+                for fname in files:
+                    os.chmod(os.path.join(root, fname), 0o666 & ~umask)
             digest = extra.pop("source_sha256", None) or (source_sha256() if source_sha256 else sha256_files(sources))
             marker = {
                 "format": MARKER_FORMAT,

