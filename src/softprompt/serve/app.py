@@ -1,0 +1,258 @@
+"""The HTTP API (FastAPI): classify with any loaded adapter, manage adapters, health, metrics.
+
+    POST   /v1/classify          {adapter, text, text_pair?} -> {adapter, label, score, scores, logits, truncated}
+    GET    /v1/adapters          loaded and refused adapters
+    POST   /v1/adapters/{name}   {path}: load (or replace) an adapter at run time   [token]
+    DELETE /v1/adapters/{name}   unload                                           [token]
+    GET    /healthz              liveness (always open)
+    GET    /metrics              Prometheus text format
+Read endpoints need the token too with `protect_reads`. The OpenAPI schema is at /openapi.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from softprompt.errors import AdapterError
+from softprompt.runners import runner_for
+from softprompt.serve.batcher import Batcher, QueueFull, ShuttingDown
+from softprompt.serve.config import ServeSettings
+from softprompt.serve.metrics import CONTENT_TYPE, Metrics
+from softprompt.serve.store import AdapterStore, WrongBaseError
+
+log = logging.getLogger("softprompt.serve")
+
+
+# -- request / response bodies ---------------------------------------------------------------------
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    adapter: str = Field(min_length=1, max_length=64, description="name of a loaded adapter")
+    text: str = Field(description="input text")
+    text_pair: str | None = Field(default=None, description="second text, for pair tasks")
+
+
+class ClassifyResponse(BaseModel):
+    adapter: str
+    label: str | None = Field(description="predicted label (None for regression adapters)")
+    score: float = Field(description="probability of the label, or the regression value")
+    scores: dict[str, float] = Field(description="probability of every label")
+    logits: list[float]
+    truncated: bool = Field(description="the input was cut to the adapter's token limit")
+
+
+class LoadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1, max_length=4096, description="adapter folder on the server's filesystem")
+
+
+# -- middleware ------------------------------------------------------------------------------------
+ENDPOINTS = ("/v1/classify", "/v1/adapters", "/healthz", "/metrics", "/openapi.json", "/docs")
+
+
+def endpoint_label(path: str) -> str:
+    if path.startswith("/v1/adapters/"):
+        return "/v1/adapters/{name}"
+    return path if path in ENDPOINTS else "other"
+
+
+class Guard:
+    """Pure ASGI middleware: request body limit (413) and request metrics."""
+
+    def __init__(self, app, metrics: Metrics, max_body_bytes: int):
+        self.app = app
+        self.metrics = metrics
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            body_receive = await self._bounded_body(scope, receive, send_wrapper)
+            if body_receive is not None:
+                await self.app(scope, body_receive, send_wrapper)
+        finally:
+            self.metrics.observe_request(scope["method"], endpoint_label(scope["path"]), status["code"],
+                                         time.perf_counter() - start)
+
+    async def _bounded_body(self, scope, receive, send):
+        """Read the whole body (at most max_body bytes) and replay it; None after sending 413."""
+        length = dict(scope.get("headers") or {}).get(b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                declared = 0
+            if declared > self.max_body:
+                await self._too_large(send, declared)
+                return None
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return receive if message["type"] == "http.disconnect" else None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await self._too_large(send, size)
+                return None
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
+
+    async def _too_large(self, send, size: int) -> None:
+        body = json.dumps({"detail": f"request body of {size} bytes is over the limit of {self.max_body} bytes "
+                                     f"(--max-body-bytes)"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+# -- the app ---------------------------------------------------------------------------------------
+def create_app(settings: ServeSettings, store: AdapterStore, metrics: Metrics | None = None) -> FastAPI:
+    settings.validate()
+    metrics = metrics or Metrics()
+    backbone = store.backbone
+    runner = runner_for(backbone.family, backbone.model)
+    batcher = Batcher(runner, backbone.tokenizer, metrics, settings.max_batch, settings.max_wait_ms,
+                      settings.max_queue, settings.batching)
+    metrics.queue_depth = lambda: batcher.depth
+    metrics.adapters_loaded = lambda: len(store)
+    token = settings.token()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        log.info("serving %d adapters on %s (%s batching)", len(store), backbone.name, settings.batching)
+        yield
+        # uvicorn has stopped accepting and waited for in-flight requests; finish anything queued
+        await asyncio.to_thread(batcher.stop, settings.graceful_timeout)
+
+    app = FastAPI(title="softprompt serve", version="1", lifespan=lifespan,
+                  description="One frozen base model, many soft prompts, mixed-task batches.")
+    app.state.settings, app.state.store, app.state.batcher, app.state.metrics = settings, store, batcher, metrics
+    app.add_middleware(Guard, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+
+    def check_token(request: Request, required: bool) -> None:
+        if not required:
+            return
+        if token is None:
+            raise HTTPException(403, f"adapter management is disabled: start the server with ${settings.token_env} set")
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise HTTPException(401, "missing bearer token (header 'Authorization: Bearer <token>')",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise HTTPException(403, "wrong token")
+
+    def read_access(request: Request) -> None:
+        check_token(request, settings.protect_reads)
+
+    def admin_access(request: Request) -> None:
+        check_token(request, True)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        summary = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors[:5])
+        return JSONResponse({"detail": f"invalid request: {summary}", "errors": json.loads(json.dumps(errors, default=str))},
+                            status_code=422)
+
+    def unknown(name: str) -> HTTPException:
+        names = store.names()
+        have = ", ".join(names) if names else "none loaded"
+        return HTTPException(404, f"unknown adapter {name!r}; available: {have}")
+
+    @app.post("/v1/classify", response_model=ClassifyResponse, dependencies=[Depends(read_access)],
+              responses={404: {"description": "unknown adapter"}, 413: {"description": "body too large"},
+                         503: {"description": "overloaded; see Retry-After"}})
+    async def classify(req: ClassifyRequest) -> dict[str, Any]:
+        for field, value in (("text", req.text), ("text_pair", req.text_pair)):
+            if value is not None and len(value) > settings.max_text_chars:
+                raise HTTPException(422, f"{field} has {len(value)} characters; the limit is "
+                                         f"{settings.max_text_chars} (--max-text-chars)")
+        entry = store.get(req.adapter)
+        if entry is None:
+            raise unknown(req.adapter)
+        try:
+            result = await batcher.classify(entry, req.text, req.text_pair)
+        except QueueFull as err:
+            metrics.count_overload()
+            raise HTTPException(503, f"server overloaded: {err}; retry later",
+                                headers={"Retry-After": str(settings.retry_after_s)}) from None
+        except ShuttingDown as err:
+            raise HTTPException(503, str(err), headers={"Retry-After": str(settings.retry_after_s)}) from None
+        except Exception as err:
+            raise HTTPException(500, f"inference failed: {type(err).__name__}: {err}") from None
+        return {"adapter": entry.name, **result}
+
+    @app.get("/v1/adapters", dependencies=[Depends(read_access)])
+    async def adapters() -> dict[str, Any]:
+        return {
+            "base": {"name": backbone.name, "family": backbone.family, "kind": backbone.kind,
+                     "fingerprint": backbone.fingerprint()},
+            "adapters": [e.describe() for e in store.entries()],
+            "rejected": list(store.rejected),
+        }
+
+    @app.post("/v1/adapters/{name}", status_code=201, dependencies=[Depends(admin_access)],
+              responses={409: {"description": "made for another base model"}, 422: {"description": "bad adapter"}})
+    async def load(name: str, req: LoadRequest) -> dict[str, Any]:
+        try:
+            entry = await asyncio.to_thread(store.build, name, req.path)
+        except WrongBaseError as err:
+            raise HTTPException(409, str(err)) from None
+        except AdapterError as err:
+            raise HTTPException(422, str(err)) from None
+        except Exception as err:
+            raise HTTPException(422, f"adapter {name!r} could not be loaded: {type(err).__name__}: {err}") from None
+        replaced = store.add(entry) is not None
+        log.info("adapter %s %s from %s", name, "replaced" if replaced else "loaded", entry.path)
+        return {"adapter": entry.describe(), "replaced": replaced}
+
+    @app.delete("/v1/adapters/{name}", dependencies=[Depends(admin_access)])
+    async def unload(name: str) -> dict[str, Any]:
+        if store.remove(name) is None:
+            raise unknown(name)
+        log.info("adapter %s unloaded", name)
+        return {"deleted": name}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "base": backbone.name, "adapters": len(store), "queue_depth": batcher.depth}
+
+    @app.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(read_access)])
+    async def metrics_endpoint() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
