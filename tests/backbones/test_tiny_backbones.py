@@ -239,3 +239,18 @@ def test_saved_folder_loads_by_path_with_same_weights(tiny, name, tmp_path):
     assert weights_fingerprint(again.model, full=True) == weights_fingerprint(bb.model, full=True)
     assert again.tokenizer(TEXT)["input_ids"] == bb.tokenizer(TEXT)["input_ids"]
     assert again.tokenizer.padding_side == bb.tokenizer.padding_side
+
+
+def test_decoder_without_pad_token_gets_eos_and_keeps_padding_side(tmp_path):
+    bb = load_backbone("tiny-gpt2")
+    tok = bb.tokenizer
+    tok.pad_token = None
+    bb.model.config.pad_token_id = None
+    bb.model.generation_config.pad_token_id = None
+    bb.model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    again = load_backbone(str(tmp_path))
+    assert again.tokenizer.pad_token == again.tokenizer.eos_token == "<|endoftext|>"
+    assert again.model.config.pad_token_id == again.tokenizer.eos_token_id
+    assert again.model.generation_config.pad_token_id == again.tokenizer.eos_token_id
+    assert again.tokenizer.padding_side == "right"

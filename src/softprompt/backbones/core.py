@@ -7,12 +7,16 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from softprompt.backbones.fingerprint import weights_fingerprint
 from softprompt.backbones.registry import FAMILY_KIND, MODEL_TYPE_FAMILY, REGISTRY
 from softprompt.errors import BackboneError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +25,7 @@ log = logging.getLogger(__name__)
 class Backbone:
     name: str  # short name, or hub id / path as given
     model: torch.nn.Module  # frozen: eval(), requires_grad False
-    tokenizer: object  # PreTrainedTokenizerBase
+    tokenizer: PreTrainedTokenizerBase
     family: str  # "bert" | "roberta" | "mpnet" | "gpt2" | "llama" | "gemma3" | "t5"
     kind: str  # "encoder" | "decoder" | "encoder-decoder"
     source: str  # where the weights came from, for reports
