@@ -14,15 +14,18 @@ Each row belongs to one adapter (a SoftPromptModel on the shared backbone). The 
 
 Per-row positions: key/value adapters shift their rows' positions by P, as `model(...)` does.
 `Sequence.position_offset` is used here as a (B, 1) tensor (its arithmetic broadcasts), and
-the per-layer contexts (masks, rotary / relative-position biases) are built per row.
+the per-layer contexts (masks, rotary / relative-position biases) are assembled per row from
+the runner's own contexts (no family-specific code here).
 Every row's result equals running that row alone through its adapter's `model(...)`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from softprompt.model import SoftPromptModel
 from softprompt.producers import Producer, ProducerInput
@@ -178,34 +181,44 @@ def prefix_columns(plen: torch.Tensor, pmax: int, length: int, dtype: torch.dtyp
 
 
 def layer_context(runner: Runner, seq: Sequence, plen: torch.Tensor, pmax: int) -> LayerContext:
-    """The runner's LayerContext with per-row prefix lengths `plen` (B,) padded to `pmax`."""
-    if pmax == 0:
-        return runner.context(seq, 0)
-    length = seq.hidden.shape[1]
-    if runner.family == "t5":
-        # relative bias over (Pmax + L) keys: right-aligned prefixes get their exact offsets
-        ctx = runner.context(seq, pmax)
-    elif runner.family == "mpnet":
-        ctx = _mpnet_context(runner, seq, plen, pmax)
-    else:
-        # absolute/rotary positions: shift each row by its own prefix length
-        shifted = replace(seq, position_offset=seq.position_offset + plen[:, None])
-        ctx = runner.context(shifted, 0)
-        ctx.seq = seq
+    """The runner's LayerContext for per-row prefix lengths `plen` (B,), prefixes padded to `pmax`.
+
+    Family-agnostic: the runner builds one context per distinct prefix length P over the
+    whole batch; each row takes the parts (positions, rotary tables, relative biases) from the
+    context of its own P. Parts whose last axis spans the keys (P + L) are left-padded to
+    Pmax + L, matching the right-aligned prefixes; a part shared by all rows (T5's bias) comes
+    from the Pmax context (a relative bias is the same seen from the right). Masks are rebuilt
+    with per-row prefix columns.
+    """
+    values = sorted(set(plen.tolist()))
+    if len(values) == 1:  # every row has the same prefix (or none): the runner's own context
+        return runner.context(seq, pmax)
+    bsz, length = seq.mask.shape
+    contexts = {p: runner.context(seq, p) for p in values}
+    rows = {p: (plen == p).nonzero().squeeze(1) for p in values}
+    ctx = contexts[pmax]
+    ctx.extras = _merge({p: c.extras for p, c in contexts.items()}, rows, pmax, bsz)
     pre = prefix_columns(plen, pmax, length, runner.dtype)
     ctx.masks = {kind: torch.cat([pre.to(m.dtype), m[..., -length:]], dim=-1) for kind, m in ctx.masks.items()}
-    ctx.prefix_len = pmax
     return ctx
 
 
-def _mpnet_context(runner: Runner, seq: Sequence, plen: torch.Tensor, pmax: int) -> LayerContext:
-    """MPNetRunner.context with per-row prefix lengths (relative-position bias per row)."""
-    ctx = Runner.context(runner, seq, 0)
-    enc = runner.model.encoder
-    pos = seq.positions + plen[:, None]
-    pre = torch.arange(pmax, device=pos.device)[None, :] - (pmax - plen)[:, None]
-    keys = torch.cat([pre, pos], dim=1)
-    rel = keys[:, None, :] - pos[:, :, None]
-    bucket = enc.relative_position_bucket(rel, num_buckets=enc.relative_attention_bias.num_embeddings)
-    ctx.extras["bias"] = enc.relative_attention_bias(bucket).permute(0, 3, 1, 2).contiguous()
-    return ctx
+def _merge(parts: dict[int, Any], rows: dict[int, torch.Tensor], pmax: int, bsz: int) -> Any:
+    """Per-row selection across contexts (by prefix length), recursing into dicts / tuples."""
+    top = parts[pmax]
+    if isinstance(top, dict):
+        return {k: _merge({p: v[k] for p, v in parts.items()}, rows, pmax, bsz) for k in top}
+    if isinstance(top, (tuple, list)):
+        return type(top)(_merge({p: v[i] for p, v in parts.items()}, rows, pmax, bsz) for i in range(len(top)))
+    if not isinstance(top, torch.Tensor) or top.dim() == 0 or top.shape[0] != bsz:
+        return top  # shared by all rows
+    varies = any(v.shape != top.shape for v in parts.values())
+
+    def padded(p: int) -> torch.Tensor:
+        return F.pad(parts[p], (pmax - p, 0)) if varies else parts[p]
+
+    out = top.clone()
+    for p, idx in rows.items():
+        if p != pmax:
+            out[idx] = padded(p)[idx]
+    return out
