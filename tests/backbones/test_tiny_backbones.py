@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from softprompt.backbones import load_backbone, weights_fingerprint
-from tests.backbones.conftest import TINY_NAMES
+TINY_NAMES = ["tiny-bert", "tiny-roberta", "tiny-mpnet", "tiny-gpt2", "tiny-llama", "tiny-gemma3", "tiny-t5"]
 
 TEXT = "Héllo wörld, naïve café 🙂 tab\tand  two spaces"
 FAMILY = {n: n.removeprefix("tiny-") for n in TINY_NAMES}
