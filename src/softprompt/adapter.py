@@ -53,7 +53,7 @@ def save_adapter(model, directory: str | os.PathLike, task: str | None = None,
     """Write the adapter atomically (temporary files, then rename) and return its folder."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.adapter_state().items()}
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.adapter_state().items()}  # clone: tied weights
     meta = adapter_meta(model, task, label_names, **extra)
     tmp_w, tmp_m = out / (WEIGHTS + ".tmp"), out / (META + ".tmp")
     save_file(tensors, str(tmp_w), metadata={"format": FORMAT})

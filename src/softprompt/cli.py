@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "predict": "predict",
     "params": "params",
     "demo": "demo",
+    "models": "models",
 }
 
 

@@ -46,4 +46,5 @@ class StaticPrompt(Producer):
             if len(ids) == 0:
                 raise ValueError(f"init_text {cfg.init_text!r} has no tokens")
             ids = ids.repeat((cfg.num_tokens + len(ids) - 1) // len(ids))[: cfg.num_tokens]
-        self.prompt.copy_(embedding.weight[ids.to(embedding.weight.device)].to(self.prompt.dtype))
+        # call the module, not .weight: some embeddings scale their output (Gemma: x sqrt(d))
+        self.prompt.copy_(embedding(ids.to(embedding.weight.device)).to(self.prompt.dtype))

@@ -1,0 +1,27 @@
+"""Helpers for core tests: tiny models, batches with right/left padding."""
+
+from __future__ import annotations
+
+import torch
+
+from softprompt.backbones import load_backbone
+from softprompt.methods import method_config
+from softprompt.model import SoftPromptModel
+
+SOFT = ["prompt-tuning", "prefix-tuning", "p-tuning", "p-tuning-v2", "lpt", "smop", "dept", "id-spam"]
+BASELINES = ["head-only", "lora", "full-finetune"]
+
+
+def build(backbone_name: str, method: str, num_labels: int = 2, seed: int = 0, **overrides) -> SoftPromptModel:
+    torch.manual_seed(seed)
+    bb = load_backbone(backbone_name)
+    return SoftPromptModel(bb, method_config(method, **overrides), num_labels)
+
+
+def batch(tokenizer, texts: list[str], side: str = "right", pairs: list[str] | None = None):
+    tokenizer.padding_side = side
+    enc = tokenizer(texts, pairs, padding=True, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids")
+
+
+TEXTS = ["a gripping, beautifully acted film", "dull", "not bad at all, really", "the plot goes nowhere and the jokes fall flat"]

@@ -1,0 +1,164 @@
+"""Every method on every backbone family: independence, frozen base, save/load, learning."""
+
+import pytest
+import torch
+
+from softprompt.adapter import load_adapter, save_adapter
+from softprompt.backbones import load_backbone, weights_fingerprint
+from softprompt.errors import AdapterError, ConfigError
+from softprompt.methods import method_config
+from softprompt.model import SoftPromptModel
+from tests.conftest import TINY
+from tests.core.helpers import BASELINES, SOFT, TEXTS, batch, build
+
+ALL = SOFT + BASELINES
+
+
+def perturb(model, seed=1):
+    """Non-trivial adapter weights (zero-initialised parts such as DePT's B become non-zero)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.adapter_params().values():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("method", ALL)
+def test_example_alone_equals_example_in_batch(name, method):
+    model = build(name, method).eval()
+    perturb(model)
+    tok = model.backbone.tokenizer
+    sides = ["right", "left"] if model.backbone.kind == "decoder" else ["right"]
+    for side in sides:
+        ids, mask, types = batch(tok, TEXTS, side)
+        with torch.no_grad():
+            together = model(ids, mask, types).logits
+            for i, text in enumerate(TEXTS):
+                a_ids, a_mask, a_types = batch(tok, [text], side)
+                alone = model(a_ids, a_mask, a_types).logits[0]
+                assert torch.allclose(alone, together[i], atol=1e-5), (method, side, (alone - together[i]).abs().max())
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-llama", "tiny-t5"])
+@pytest.mark.parametrize("method", SOFT + ["head-only"])
+def test_base_weights_bit_identical_and_only_method_params_get_gradients(name, method):
+    model = build(name, method)
+    before = weights_fingerprint(model.backbone.model, full=True)
+    tok = model.backbone.tokenizer
+    ids, mask, types = batch(tok, TEXTS)
+    opt = torch.optim.AdamW(model.adapter_params().values(), lr=1e-2)
+    for _ in range(2):
+        out = model(ids, mask, types, labels=torch.tensor([1, 0, 1, 0]))
+        out.loss.backward()
+        with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+        assert with_grad and with_grad <= set(model.adapter_params())
+        assert not any(n.startswith("runner.") for n in with_grad)
+        opt.step()
+        opt.zero_grad()
+    assert weights_fingerprint(model.backbone.model, full=True) == before
+
+
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("method", ALL)
+def test_save_load_gives_identical_logits(tmp_path, name, method):
+    model = build(name, method).eval()
+    perturb(model)
+    ids, mask, types = batch(model.backbone.tokenizer, TEXTS)
+    with torch.no_grad():
+        expected = model(ids, mask, types).logits
+    save_adapter(model, tmp_path / "a", task="sst2", label_names=["negative", "positive"])
+    fresh = load_backbone(name)
+    if method in ("lora", "full-finetune"):
+        fresh.fingerprint = model.backbone.fingerprint  # trained weights ride in the adapter; base is the original
+    loaded = load_adapter(tmp_path / "a", fresh).eval()
+    with torch.no_grad():
+        got = loaded(ids, mask, types).logits
+    assert torch.equal(got, expected)
+
+
+def test_loading_onto_another_base_fails(tmp_path):
+    model = build("tiny-bert", "prompt-tuning")
+    save_adapter(model, tmp_path / "a")
+    with pytest.raises(AdapterError, match="made for base model 'tiny-bert'"):
+        load_adapter(tmp_path / "a", load_backbone("tiny-roberta"))
+
+
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("method", SOFT)
+def test_every_method_reduces_loss_on_real_sst2(name, method, sst2_slice):
+    model = build(name, method)
+    model.train()
+    model.backbone.model.eval()
+    tok = model.backbone.tokenizer
+    texts = [e.text for e in sst2_slice[:16]]
+    labels = torch.tensor([e.label for e in sst2_slice[:16]])
+    ids, mask, types = batch(tok, texts)
+    model.head.dropout.p = 0.0  # a 16-example batch: measure optimisation, not regularisation
+    opt = torch.optim.AdamW(model.adapter_params().values(), lr=1e-2)
+    losses = []
+    for _ in range(20):
+        out = model(ids, mask, types, labels=labels)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(out.loss.item())
+    assert sum(losses[-3:]) / 3 < losses[0] * 0.9, losses
+
+
+def test_prefix_mlp_folds_to_identical_static_prefix():
+    model = build("tiny-llama", "prefix-tuning").eval()
+    perturb(model)
+    ids, mask, _ = batch(model.backbone.tokenizer, TEXTS, "left")
+    with torch.no_grad():
+        before = model(ids, mask).logits
+        n_before = model.num_trainable()
+        model.fold()
+        after = model(ids, mask).logits
+    assert torch.allclose(before, after, atol=1e-6)
+    assert model.num_trainable() < n_before
+
+
+def test_any_producer_at_any_site():
+    model = build("tiny-llama", "custom", producer={"kind": "attention", "num_tokens": 3}, site={"kind": "kv", "layers": [1]})
+    ids, mask, _ = batch(model.backbone.tokenizer, TEXTS, "left")
+    assert model(ids, mask).logits.shape == (4, 2)
+    assert model.boundary == 1
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"producer": {"kind": "nope"}}, "method.producer.kind: unknown 'nope'"),
+        ({"producer": {"kind": "static", "colour": 1}}, "unknown field"),
+        ({"producer": {"kind": "router", "top_k": 9}}, "top_k must be in 1..num_prompts"),
+        ({"site": {"kind": "sideways"}}, "method.site.kind: expected one of"),
+    ],
+)
+def test_bad_method_config_names_the_field(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        method_config("custom", **overrides)
+
+
+def test_unsupported_combinations_fail_at_build_with_a_reason():
+    with pytest.raises(ValueError, match="site.layer must be in 0..1"):
+        build("tiny-bert", "id-spam", site={"kind": "layer", "layer": 7})
+    with pytest.raises(ValueError, match="needs prompts in embedding space"):
+        build("tiny-bert", "p-tuning-v2", producer={"init": "vocab"})
+    with pytest.raises(ValueError, match="verbalizer"):
+        build("tiny-bert", "prompt-tuning", head={"kind": "verbalizer"})
+
+
+def test_prompt_sits_next_to_text_with_left_and_right_padding():
+    from softprompt.runners import Sequence, insert_prompt
+
+    h = torch.arange(1, 5, dtype=torch.float).view(1, 4, 1).repeat(2, 1, 1)
+    right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]], dtype=torch.bool)
+    p = torch.full((1, 2, 1), -1.0)
+    r = insert_prompt(Sequence(h, right, right.clone()), p)
+    assert r.hidden[0, :, 0].tolist() == [-1, -1, 1, 2, 3, 4] and r.mask[0].tolist() == [1, 1, 1, 1, 0, 0]
+    lft = insert_prompt(Sequence(h, left, left.clone()), p)
+    assert lft.hidden[0, :, 0].tolist() == [1, 2, -1, -1, 3, 4] and lft.mask[0].tolist() == [0, 0, 1, 1, 1, 1]
+    # variable-length prompts: the unused slot moves to the padding side
+    short = insert_prompt(Sequence(h, right, right.clone()), p.expand(2, -1, -1), torch.tensor([[True, False], [True, True]]))
+    assert short.mask[0].tolist() == [1, 1, 1, 0, 0, 0] and short.hidden[0, :3, 0].tolist() == [-1, 1, 2]
