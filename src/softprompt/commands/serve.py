@@ -26,6 +26,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batching", choices=["mixed", "per-adapter"], default="mixed",
                         help="mixed: all adapters in one forward (default); per-adapter: one forward per adapter")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default=None, help="torch device for the model, e.g. cuda (default: cpu)")
     parser.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get on shutdown")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -38,7 +39,7 @@ def settings_from_args(args):
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, token_env=args.token_env,
         protect_reads=args.protect_reads, max_body_bytes=args.max_body_bytes, max_text_chars=args.max_text_chars,
         max_length=args.max_length, batching=args.batching, threads=args.threads,
-        graceful_timeout=args.graceful_timeout,
+        graceful_timeout=args.graceful_timeout, device=args.device,
     )
 
 
@@ -55,7 +56,7 @@ def run(args) -> int:
     settings.validate()
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    backbone = load_backbone(settings.base)
+    backbone = load_backbone(settings.base, device=settings.device)
     store = AdapterStore(backbone, settings.max_length)
     store.load_dir(settings.prompts)
     app = create_app(settings, store)

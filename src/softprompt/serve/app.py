@@ -87,14 +87,16 @@ class Guard:
 
         try:
             body_receive = await self._bounded_body(scope, receive, send_wrapper)
-            if body_receive is not None:
+            if body_receive is None:
+                status["code"] = status["code"] if status["code"] == 413 else 499  # 499: client went away
+            else:
                 await self.app(scope, body_receive, send_wrapper)
         finally:
             self.metrics.observe_request(scope["method"], endpoint_label(scope["path"]), status["code"],
                                          time.perf_counter() - start)
 
     async def _bounded_body(self, scope, receive, send):
-        """Read the whole body (at most max_body bytes) and replay it; None after sending 413."""
+        """Read the whole body (at most max_body bytes) and replay it; None after a 413 or a disconnect."""
         length = dict(scope.get("headers") or {}).get(b"content-length")
         if length is not None:
             try:
@@ -107,8 +109,8 @@ class Guard:
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
-            if message["type"] != "http.request":
-                return receive if message["type"] == "http.disconnect" else None
+            if message["type"] != "http.request":  # http.disconnect: nobody to answer
+                return None
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
@@ -249,7 +251,8 @@ def create_app(settings: ServeSettings, store: AdapterStore, metrics: Metrics | 
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "base": backbone.name, "adapters": len(store), "queue_depth": batcher.depth}
+        return {"status": "ok", "base": backbone.name, "adapters": len(store), "queue_depth": batcher.depth,
+                "in_flight": batcher.in_flight}
 
     @app.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(read_access)])
     async def metrics_endpoint() -> PlainTextResponse:

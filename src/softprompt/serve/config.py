@@ -25,6 +25,7 @@ class ServeSettings:
     max_length: int = 256  # tokens; longer inputs are truncated (as `softprompt predict` does)
     batching: Literal["mixed", "per-adapter"] = "mixed"  # per-adapter: one adapter per forward (baseline)
     threads: int | None = None  # torch intra-op threads (None: torch's default)
+    device: str | None = None  # torch device of the base model and adapters (None: cpu)
     graceful_timeout: float = 30.0  # seconds in-flight requests get to finish on shutdown
     retry_after_s: int = 1
 
