@@ -90,6 +90,13 @@ class SoftPromptModel(nn.Module):
             for name, p in base.named_parameters():
                 p.requires_grad_("lora_" in name)
 
+    def train(self, mode: bool = True) -> "SoftPromptModel":
+        """A frozen backbone always stays in eval mode: it is a fixed, deterministic function."""
+        super().train(mode)
+        if self.method.backbone == "frozen":
+            self.runner.model.eval()
+        return self
+
     # -- parameters ----------------------------------------------------------------------------
     def adapter_state(self) -> dict[str, torch.Tensor]:
         """Everything a trained adapter consists of (what is saved and trained)."""

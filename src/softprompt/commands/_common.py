@@ -30,10 +30,20 @@ def config_from_args(args: argparse.Namespace, cls=TrainConfig, **defaults):
         raw = getattr(args, f"cfg_{f.name}", None)
         if raw is None:
             continue
-        value = yaml.safe_load(raw) if hints[f.name] is not str else raw
+        value = parse_scalar(raw) if hints[f.name] is not str else raw
         if f.name == "method" and isinstance(value, str):
             value = {**(data.get("method") or {}), "name": value} if isinstance(data.get("method"), dict) else value
         data[f.name] = value
     if isinstance(data.get("method"), str):
         data["method"] = {"name": data["method"]}
     return from_dict(cls, data, "config")
+
+
+def parse_scalar(raw: str):
+    """A flag value: int, float (1e-3 too, which YAML 1.1 reads as a string), else YAML."""
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return yaml.safe_load(raw)

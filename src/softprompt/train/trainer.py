@@ -37,8 +37,9 @@ class TrainingDiverged(SoftPromptError):
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, backbone=None, resume: bool = False, log=print):
+    def __init__(self, cfg: TrainConfig, backbone=None, resume: bool = False, log=print, callbacks=()):
         self.cfg = cfg
+        self.callbacks = list(callbacks)  # called as cb(trainer, progress) after every optimizer step
         self.backbone = backbone
         self.resume = resume
         self.log = log
@@ -70,7 +71,6 @@ class Trainer:
         self.model = SoftPromptModel(
             self.backbone, method, self.task.num_labels, self.task.is_regression, list(self.task.verbalizer)
         )
-        self.model.backbone.model.eval()  # the frozen function stays deterministic (no dropout)
         self._build_optimizer(method)
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.cache = self._build_cache()
@@ -186,8 +186,7 @@ class Trainer:
         rank, world = acc.process_index, acc.num_processes
         tok = self.backbone.tokenizer
         side = padding_side(tok)
-        self.model.train()
-        self.unwrapped.backbone.model.eval()
+        self.model.train()  # SoftPromptModel keeps a frozen backbone in eval mode
         stop = False
         lengths = self.train_enc.lengths
         for epoch in range(progress["epoch"], cfg.epochs):
@@ -225,6 +224,8 @@ class Trainer:
                 self.scheduler.step()
                 progress["global_step"] += 1
                 step = progress["global_step"]
+                for cb in self.callbacks:
+                    cb(self, progress)
                 elapsed = time.perf_counter() - t0
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", sps=f"{seen / max(elapsed, 1e-9):.1f}")
                 if step % cfg.log_every == 0:
@@ -299,5 +300,5 @@ class Trainer:
         return summary
 
 
-def train(cfg: TrainConfig, backbone=None, resume: bool = False, log=print) -> dict:
-    return Trainer(cfg, backbone, resume, log).setup().train()
+def train(cfg: TrainConfig, backbone=None, resume: bool = False, log=print, callbacks=()) -> dict:
+    return Trainer(cfg, backbone, resume, log, callbacks).setup().train()
