@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "params": "params",
     "demo": "demo",
     "models": "models",
+    "zero-shot": "zeroshot",
 }
 
 

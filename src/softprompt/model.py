@@ -216,6 +216,39 @@ class SoftPromptModel(nn.Module):
             scores.append(total)
         return torch.stack(scores, dim=1)
 
+    @torch.inference_mode()
+    def generate(self, input_ids, attention_mask, max_new_tokens: int = 20, eos_token_id: int | None = None):
+        """Greedy continuation with the prompt in place (decoders; T5 decodes from the prompted encoder).
+
+        Decoders recompute the prefix each step (no KV cache): simple and exact for prompts
+        entering at any layer; fine for short answers.
+        """
+        if self.backbone.kind == "encoder":
+            raise ValueError("generate() needs a decoder or an encoder-decoder backbone")
+        eos = self.backbone.tokenizer.eos_token_id if eos_token_id is None else eos_token_id
+        if self.backbone.kind == "encoder-decoder":
+            from transformers.modeling_outputs import BaseModelOutput
+
+            hidden, seq = self.from_state(self.frozen_state(input_ids, attention_mask), input_ids)
+            return self.backbone.model.generate(
+                encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=seq.mask.long(),
+                max_new_tokens=max_new_tokens, do_sample=False,
+            )
+        ids, mask = input_ids, attention_mask
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        new = []
+        for _ in range(max_new_tokens):
+            hidden, seq = self.from_state(self.frozen_state(ids, mask), ids)
+            last = hidden[torch.arange(ids.shape[0], device=ids.device), last_real_index(seq.text_mask)]
+            nxt = self.runner.lm_head()(last).argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, eos if eos is not None else 0), nxt)
+            new.append(nxt)
+            done |= nxt == eos if eos is not None else done
+            ids, mask = append_columns(ids, mask, nxt)
+            if bool(done.all()):
+                break
+        return torch.stack(new, dim=1)
+
     @torch.no_grad()
     def fold(self) -> "SoftPromptModel":
         """Materialise reparameterised producers (prefix MLP, P-tuning encoder) in place."""
@@ -237,4 +270,16 @@ def append_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, tokens:
         pos = last + 1 + k
         ids[torch.arange(bsz), pos] = tok[k]
         mask[torch.arange(bsz), pos] = 1
+    return ids, mask
+
+
+def append_columns(ids: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor):
+    """Append one token per row right after its last real token (left or right padding)."""
+    bsz = ids.shape[0]
+    ids = torch.cat([ids, torch.zeros(bsz, 1, dtype=ids.dtype, device=ids.device)], 1)
+    mask = torch.cat([mask, torch.zeros(bsz, 1, dtype=mask.dtype, device=mask.device)], 1)
+    pos = last_real_index(mask.bool()) + 1
+    rows = torch.arange(bsz, device=ids.device)
+    ids[rows, pos] = tokens
+    mask[rows, pos] = 1
     return ids, mask

@@ -76,3 +76,24 @@ def predict_texts(model, meta: dict, texts: list[str], pair: str | None = None, 
         best = int(np.argmax(row))
         out.append({"label": names[best] if names else best, "scores": dict(zip(names or range(len(probs)), probs))})
     return out
+
+
+def evaluate_zero_shot(backbone_name: str, task_name: str, split: str | None = None, data_dir=None, limit=None,
+                       max_length: int = 256, batch_size: int = 16, backbone=None) -> dict:
+    """Zero-shot prompting of an instruction model: instruction + verbalizer, no training."""
+    from softprompt.backbones import load_backbone
+    from softprompt.methods.zero_shot import template_for, zero_shot_model
+
+    task = get_task(task_name)
+    backbone = backbone or load_backbone(backbone_name)
+    model = zero_shot_model(backbone, task)
+    if split is None:
+        split = "validation" if "validation" in task.splits and "validation" not in task.unlabeled_splits else "test"
+    examples, report = load_split_with_report(task, split, data_dir, limit, 0)
+    enc = encode(backbone.tokenizer, examples, max_length, template=template_for(task, backbone.tokenizer))
+    logits = predict_logits(model, enc, batch_size, backbone.tokenizer)
+    preds = predictions_from_logits(logits, False)
+    scores = compute_metrics(task, preds, enc.labels.astype(np.int64), enc.groups if task.grouped else None)
+    return {"task": task.name, "split": split, "examples": len(enc), "truncated": enc.truncated,
+            "max_length": max_length, "scores": scores, "data": report.summary(), "method": "zero-shot",
+            "backbone": backbone.name}

@@ -1,0 +1,33 @@
+"""softprompt zero-shot: the zero-shot prompting baseline (instruction model + label words)."""
+
+from __future__ import annotations
+
+import json
+
+HELP = "score an instruction-tuned model zero-shot on a task (instruction + verbalizer words, no training)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--backbone", default="smollm2-135m")
+    parser.add_argument("--task", required=True, action="append")
+    parser.add_argument("--split", default=None)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--json", action="store_true")
+
+
+def run(args) -> int:
+    from softprompt.backbones import load_backbone
+    from softprompt.train.inference import evaluate_zero_shot
+
+    backbone = load_backbone(args.backbone)
+    results = [evaluate_zero_shot(args.backbone, t, args.split, args.data_dir, args.limit, args.max_length, backbone=backbone)
+               for t in args.task]
+    for res in results:
+        if not args.json:
+            print(f"{res['task']} {res['split']} ({res['examples']} examples, {args.backbone} zero-shot): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in res["scores"].items()))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0

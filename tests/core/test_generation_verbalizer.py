@@ -1,0 +1,63 @@
+"""LM heads: multi-token verbalizer scores, zero-shot, and generate() with prompts."""
+
+import pytest
+import torch
+
+from softprompt.backbones import load_backbone
+from softprompt.methods import method_config
+from softprompt.model import SoftPromptModel
+from tests.core.helpers import TEXTS, batch, build
+
+
+def test_multi_token_verbalizer_sums_token_log_probs():
+    bb = load_backbone("tiny-llama")
+    words = ["no", "maybe"]  # byte-level tokenizer: several tokens per word
+    model = SoftPromptModel(bb, method_config("zero-shot"), 2, False, words).eval()
+    assert model.head.multi_token
+    ids, mask, _ = batch(bb.tokenizer, TEXTS, "left")
+    with torch.no_grad():
+        got = model(ids, mask).logits
+        for i, text in enumerate(TEXTS):
+            x = bb.tokenizer(text)["input_ids"]
+            for j, w in enumerate(words):
+                wid = bb.tokenizer(" " + w, add_special_tokens=False)["input_ids"]
+                full = torch.tensor([x + wid])
+                logp = bb.model(input_ids=full).logits.log_softmax(-1)[0]
+                expected = sum(logp[len(x) - 1 + k, wid[k]] for k in range(len(wid)))
+                assert torch.allclose(got[i, j], expected, atol=1e-5), (i, j)
+
+
+def test_zero_shot_command_scores_a_task(data_dir):
+    from softprompt.train.inference import evaluate_zero_shot
+
+    res = evaluate_zero_shot("tiny-llama", "sst2", "validation", data_dir, limit=12)
+    assert res["examples"] == 12 and 0 <= res["scores"]["accuracy"] <= 100
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
+def test_generate_without_prompt_matches_hf_greedy(name):
+    model = build(name, "head-only").eval()
+    tok = model.backbone.tokenizer
+    ids, mask, _ = batch(tok, TEXTS[:2], "left")
+    ours = model.generate(ids, mask, max_new_tokens=5, eos_token_id=-1)
+    ref = model.backbone.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False,
+                                        pad_token_id=tok.pad_token_id, eos_token_id=None)[:, ids.shape[1]:]
+    assert torch.equal(ours, ref)
+
+
+@pytest.mark.parametrize("name,method", [("tiny-llama", "prompt-tuning"), ("tiny-gpt2", "id-spam"), ("tiny-t5", "prefix-tuning"),
+                                         ("tiny-llama", "p-tuning-v2")])
+def test_generate_with_prompts(name, method):
+    model = build(name, method).eval()
+    ids, mask, _ = batch(model.backbone.tokenizer, TEXTS[:2], "left" if name != "tiny-t5" else "right")
+    out = model.generate(ids, mask, max_new_tokens=4)
+    assert out.shape[0] == 2 and 1 <= out.shape[1] <= 5
+    again = model.generate(ids, mask, max_new_tokens=4)
+    assert torch.equal(out, again)
+
+
+def test_generate_refuses_encoders():
+    model = build("tiny-bert", "prompt-tuning")
+    ids, mask, _ = batch(model.backbone.tokenizer, TEXTS[:1])
+    with pytest.raises(ValueError, match="decoder or an encoder-decoder"):
+        model.generate(ids, mask)
