@@ -266,7 +266,7 @@ def test_overload_gives_503_with_retry_after_then_recovers(tiny_bert, adapters):
 
 
 # -- misc ----------------------------------------------------------------------------------------------
-def test_metrics_health_openapi_and_client(url):
+def test_metrics_health_openapi_and_client(url, adapters):
     with Client(url) as c:
         assert c.health()["status"] == "ok"
         out = c.classify("v2", "a gripping film", text_pair="second")
@@ -276,6 +276,10 @@ def test_metrics_health_openapi_and_client(url):
             c.classify("nope", "x")
         assert err.value.status == 404 and "available" in err.value.detail
         text = c.metrics()
+    with Client(url, token=TOKEN) as admin:
+        assert admin.load("pt2", str(adapters / "pt"))["adapter"]["name"] == "pt2"
+        assert admin.classify("pt2", "fine")["logits"] == admin.classify("pt", "fine")["logits"]
+        assert admin.unload("pt2") == {"deleted": "pt2"}
     for name in ("softprompt_requests_total", "softprompt_batch_size_bucket", "softprompt_queue_depth",
                  "softprompt_request_latency_seconds_bucket"):
         assert name in text
