@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "models": "models",
     "zero-shot": "zeroshot",
+    "serve": "serve",
 }
 
 

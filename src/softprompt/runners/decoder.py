@@ -61,7 +61,7 @@ class LlamaRunner(Runner):
         return self._head_dim
 
     def context(self, seq: Sequence, prefix_len: int) -> LayerContext:
-        pos = seq.positions + prefix_len * seq.mask.long()
+        pos = seq.positions  # key/value prefixes already shift positions via seq.position_offset
         masks, rotary = {}, {}
         window = getattr(self.config, "sliding_window", None)
         for kind in set(self.layer_types):

@@ -61,7 +61,7 @@ class MPNetRunner(RobertaRunner):
     def context(self, seq: Sequence, prefix_len: int) -> LayerContext:
         ctx = super().context(seq, prefix_len)
         enc = self.model.encoder
-        pos = seq.positions + prefix_len
+        pos = seq.positions  # starts at prefix_len already (seq.position_offset)
         if prefix_len:
             pre = torch.arange(prefix_len, device=pos.device).expand(pos.shape[0], -1)
             keys = torch.cat([pre, pos], dim=1)

@@ -20,7 +20,7 @@ class Sequence:
     mask: torch.Tensor  # (B, L) bool: real position (text or prompt)
     text_mask: torch.Tensor  # (B, L) bool: text token
     token_type_ids: torch.Tensor | None = None  # (B, L) long, encoders with segment embeddings
-    position_offset: int = 0  # positions start here (key/value prefixes shift text, as HF does)
+    position_offset: int | torch.Tensor = 0  # positions start here, per batch or (B, 1) per row (key/value prefixes shift text, as HF does)
 
     @property
     def positions(self) -> torch.Tensor:
@@ -105,8 +105,8 @@ def additive_mask(
 ) -> torch.Tensor:
     """(B, 1, L, P+L) additive attention mask: 0 where allowed, dtype-min elsewhere.
 
-    Key/value prefixes (P columns in front) are visible to every query. `window` limits
-    causal attention to the last `window` keys (sliding-window layers).
+    Key/value prefixes (P columns in front) are visible to every query, except where a
+    sliding `window` (local-attention layers) has moved past them.
     """
     bsz, length = mask.shape
     allowed = mask[:, None, None, :].expand(bsz, 1, length, length)
@@ -119,6 +119,10 @@ def additive_mask(
             allowed = allowed & (q - k < window) & (k - q < window)
     if prefix_len:
         pre = torch.ones(bsz, 1, length, prefix_len, dtype=torch.bool, device=mask.device)
+        if window is not None:  # as in HF's cache path: prefix j sits at position j, text i at prefix_len + i
+            q = torch.arange(length, device=mask.device)[:, None] + prefix_len
+            k = torch.arange(prefix_len, device=mask.device)[None, :]
+            pre = pre & (q - k < window)
         allowed = torch.cat([pre, allowed], dim=-1)
     out = torch.zeros(allowed.shape, dtype=dtype, device=mask.device)
     return out.masked_fill(~allowed, torch.finfo(dtype).min)
