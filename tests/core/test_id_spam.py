@@ -7,7 +7,7 @@ from tests.core.helpers import TEXTS, batch, build
 
 
 def test_id_spam_generator_shapes_attention_and_input_dependence():
-    model = build("tiny-bert", "id-spam", producer={"num_tokens": 10, "bottleneck": 8}).eval()
+    model = build("tiny-bert", "id-spam", producer={"num_tokens": 10, "bottleneck": 8, "output_activation": "relu"}).eval()
     gen = model.producer
     d = model.runner.hidden_size
     assert gen.down.in_features == d and gen.down.out_features == 8 < d

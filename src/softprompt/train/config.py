@@ -8,7 +8,7 @@ from typing import Any, Literal
 from softprompt.errors import ConfigError
 
 # learning rates by parameter group; prompt vectors need far higher rates than weights
-NETWORK_PRODUCERS = {"mlp", "encoder", "attention", "pooled"}
+DEFAULT_PROMPT_LR = {"mlp": 1e-3, "encoder": 1e-3, "attention": 5e-3, "pooled": 5e-3}  # others (vectors): 3e-2
 
 
 @dataclass
@@ -26,7 +26,7 @@ class TrainConfig:
     batch_size: int = 32
     eval_batch_size: int = 64
     grad_accum: int = 1
-    lr: float | None = None  # prompt producer; None: 3e-2 for vectors, 1e-3 for generator networks
+    lr: float | None = None  # prompt producer; None: 3e-2 for vectors, 5e-3 input-dependent generators, 1e-3 reparameterisations
     head_lr: float = 1e-3
     lowrank_lr: float = 1e-4  # DePT's A·B
     backbone_lr: float | None = None  # None: 5e-4 for LoRA, 2e-5 for full fine-tuning
@@ -73,6 +73,6 @@ class TrainConfig:
         return self.output_dir or f"runs/{self.task}-{self.method_name}-{self.backbone}-s{self.seed}"
 
     def group_lrs(self, producer_kind: str | None, backbone_mode: str) -> dict[str, float]:
-        prompt = self.lr if self.lr is not None else (1e-3 if producer_kind in NETWORK_PRODUCERS else 3e-2)
+        prompt = self.lr if self.lr is not None else DEFAULT_PROMPT_LR.get(producer_kind, 3e-2)
         backbone = self.backbone_lr if self.backbone_lr is not None else (5e-4 if backbone_mode == "lora" else 2e-5)
         return {"prompt": prompt, "lowrank": self.lowrank_lr, "head": self.head_lr, "backbone": backbone}
