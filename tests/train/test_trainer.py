@@ -80,3 +80,36 @@ def test_eval_on_a_different_label_space_is_refused(tmp_path, data_dir, capsys):
 def test_bad_flag_value_names_the_field(capsys):
     assert main(["train", "--epochs", "zero"]) == 2
     assert "epochs" in capsys.readouterr().err
+
+
+def test_seeds_flag_reports_mean_and_std(tmp_path, data_dir, capsys):
+    out = tmp_path / "seeds"
+    assert main(["train", "--backbone", "tiny-bert", "--method", "head-only", "--data-dir", str(data_dir), "--train-limit", "24",
+                 "--eval-limit", "16", "--epochs", "1", "--batch-size", "8", "--output-dir", str(out), "--progress", "false",
+                 "--seeds", "0,1"]) == 0
+    agg = json.loads((out / "seeds_summary.json").read_text())
+    assert agg["seeds"] == [0, 1] and len(agg["scores"]) == 2
+    assert abs(agg["mean"] - sum(agg["scores"]) / 2) < 1e-9
+    assert "±" in capsys.readouterr().out
+
+
+def test_bf16_autocast_keeps_fp32_trainable_weights(tmp_path, data_dir):
+    from softprompt.train.trainer import Trainer
+
+    trainer = Trainer(config(tmp_path, data_dir, epochs=1, mixed_precision="bf16"), log=lambda *a: None).setup()
+    summary = trainer.train()
+    assert summary["steps"] == 8
+    assert all(p.dtype == torch.float32 for p in trainer.unwrapped.adapter_params().values())
+
+
+def test_export_materialised_prompt_vectors(tmp_path):
+    from softprompt.adapter import export_prompt_vectors
+    from softprompt.errors import AdapterError
+    from tests.core.helpers import build
+
+    model = build("tiny-bert", "prefix-tuning")
+    path = export_prompt_vectors(model, tmp_path / "prompt.safetensors")
+    vectors = load_file(str(path))["prompt"]
+    assert torch.allclose(vectors, model.producer(None)[0], atol=1e-6)
+    with pytest.raises(AdapterError, match="input-independent"):
+        export_prompt_vectors(build("tiny-bert", "id-spam"), tmp_path / "x.safetensors")
