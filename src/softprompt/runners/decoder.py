@@ -66,7 +66,7 @@ class LlamaRunner(Runner):
         window = getattr(self.config, "sliding_window", None)
         for kind in set(self.layer_types):
             w = window if kind == "sliding_attention" else None
-            masks[kind] = additive_mask(seq.mask, self.dtype, True, prefix_len, window=w)
+            masks[kind] = additive_mask(seq.mask, self.dtype, True, prefix_len, window=w, positions=pos)
             rotary[kind] = self._rotary(seq.hidden, pos, kind)
         return LayerContext(seq, prefix_len, masks, {"rotary": rotary, "positions": pos})
 

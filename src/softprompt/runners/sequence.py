@@ -101,7 +101,8 @@ def last_real_index(mask: torch.Tensor) -> torch.Tensor:
 
 
 def additive_mask(
-    mask: torch.Tensor, dtype: torch.dtype, causal: bool, prefix_len: int = 0, window: int | None = None
+    mask: torch.Tensor, dtype: torch.dtype, causal: bool, prefix_len: int = 0, window: int | None = None,
+    positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, 1, L, P+L) additive attention mask: 0 where allowed, dtype-min elsewhere.
 
@@ -119,10 +120,10 @@ def additive_mask(
             allowed = allowed & (q - k < window) & (k - q < window)
     if prefix_len:
         pre = torch.ones(bsz, 1, length, prefix_len, dtype=torch.bool, device=mask.device)
-        if window is not None:  # as in HF's cache path: prefix j sits at position j, text i at prefix_len + i
-            q = torch.arange(length, device=mask.device)[:, None] + prefix_len
-            k = torch.arange(prefix_len, device=mask.device)[None, :]
-            pre = pre & (q - k < window)
+        if window is not None:  # as in HF's cache path: prefix j sits at position j, text after the prefix
+            q = positions if positions is not None else torch.arange(length, device=mask.device).expand(bsz, -1) + prefix_len
+            k = torch.arange(prefix_len, device=mask.device)
+            pre = pre & (q[:, None, :, None] - k < window)
         allowed = torch.cat([pre, allowed], dim=-1)
     out = torch.zeros(allowed.shape, dtype=dtype, device=mask.device)
     return out.masked_fill(~allowed, torch.finfo(dtype).min)

@@ -172,14 +172,6 @@ def _stack_prefix(here, bsz: int, pmax: int) -> tuple[torch.Tensor, torch.Tensor
     return keys, values
 
 
-def prefix_columns(plen: torch.Tensor, pmax: int, length: int, dtype: torch.dtype) -> torch.Tensor:
-    """(B, 1, L, Pmax) additive mask: row b sees its last plen[b] prefix columns."""
-    col = torch.arange(pmax, device=plen.device)[None, :]
-    allowed = col >= (pmax - plen)[:, None]  # (B, Pmax)
-    out = torch.zeros(allowed.shape, dtype=dtype, device=plen.device).masked_fill(~allowed, torch.finfo(dtype).min)
-    return out[:, None, None, :].expand(-1, 1, length, -1)
-
-
 def layer_context(runner: Runner, seq: Sequence, plen: torch.Tensor, pmax: int) -> LayerContext:
     """The runner's LayerContext for per-row prefix lengths `plen` (B,), prefixes padded to `pmax`.
 
@@ -188,7 +180,7 @@ def layer_context(runner: Runner, seq: Sequence, plen: torch.Tensor, pmax: int) 
     context of its own P. Parts whose last axis spans the keys (P + L) are left-padded to
     Pmax + L, matching the right-aligned prefixes; a part shared by all rows (T5's bias) comes
     from the Pmax context (a relative bias is the same seen from the right). Masks are rebuilt
-    with per-row prefix columns.
+    with per-row prefix columns (each row's own context's mask, so sliding windows stay exact).
     """
     values = sorted(set(plen.tolist()))
     if len(values) == 1:  # every row has the same prefix (or none): the runner's own context
@@ -198,9 +190,18 @@ def layer_context(runner: Runner, seq: Sequence, plen: torch.Tensor, pmax: int) 
     rows = {p: (plen == p).nonzero().squeeze(1) for p in values}
     ctx = contexts[pmax]
     ctx.extras = _merge({p: c.extras for p, c in contexts.items()}, rows, pmax, bsz)
-    pre = prefix_columns(plen, pmax, length, runner.dtype)
-    ctx.masks = {kind: torch.cat([pre.to(m.dtype), m[..., -length:]], dim=-1) for kind, m in ctx.masks.items()}
+    ctx.masks = {kind: _merge_masks({p: c.masks[kind] for p, c in contexts.items()}, rows, pmax) for kind in ctx.masks}
     return ctx
+
+
+def _merge_masks(masks: dict[int, torch.Tensor], rows: dict[int, torch.Tensor], pmax: int) -> torch.Tensor:
+    """Per-row additive masks: each row's own (window-aware) prefix columns, right-aligned in Pmax."""
+    out = masks[pmax].clone()
+    for p, idx in rows.items():
+        if p != pmax:
+            m = masks[p]
+            out[idx] = F.pad(m, (pmax - p, 0), value=torch.finfo(m.dtype).min)[idx]
+    return out
 
 
 def _merge(parts: dict[int, Any], rows: dict[int, torch.Tensor], pmax: int, bsz: int) -> Any:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -48,6 +49,7 @@ class Trainer:
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> "Trainer":
         cfg = self.cfg
+        AcceleratorState._reset_state()  # a new run in the same process may change mixed precision
         self.accelerator = Accelerator(
             mixed_precision=cfg.mixed_precision,
             gradient_accumulation_steps=cfg.grad_accum,
