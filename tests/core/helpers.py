@@ -25,3 +25,18 @@ def batch(tokenizer, texts: list[str], side: str = "right", pairs: list[str] | N
 
 
 TEXTS = ["a gripping, beautifully acted film", "dull", "not bad at all, really", "the plot goes nowhere and the jokes fall flat"]
+
+
+def train_steps(model, ids, mask, types, labels, lr: float, steps: int) -> list[float]:
+    """A few AdamW steps on one batch (head dropout off); returns the losses."""
+    model.train()
+    model.head.dropout.p = 0.0
+    opt = torch.optim.AdamW(model.adapter_params().values(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        out = model(ids, mask, types, labels=labels)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(out.loss.item())
+    return losses

@@ -9,7 +9,7 @@ from softprompt.errors import AdapterError, ConfigError
 from softprompt.methods import method_config
 from softprompt.model import SoftPromptModel
 from tests.conftest import TINY
-from tests.core.helpers import BASELINES, SOFT, TEXTS, batch, build
+from tests.core.helpers import BASELINES, SOFT, TEXTS, batch, build, train_steps
 
 ALL = SOFT + BASELINES
 
@@ -87,21 +87,10 @@ def test_loading_onto_another_base_fails(tmp_path):
 @pytest.mark.parametrize("method", SOFT)
 def test_every_method_reduces_loss_on_real_sst2(name, method, sst2_slice):
     model = build(name, method)
-    model.train()
-    model.backbone.model.eval()
     tok = model.backbone.tokenizer
-    texts = [e.text for e in sst2_slice[:16]]
+    ids, mask, types = batch(tok, [e.text for e in sst2_slice[:16]])
     labels = torch.tensor([e.label for e in sst2_slice[:16]])
-    ids, mask, types = batch(tok, texts)
-    model.head.dropout.p = 0.0  # a 16-example batch: measure optimisation, not regularisation
-    opt = torch.optim.AdamW(model.adapter_params().values(), lr=1e-2)
-    losses = []
-    for _ in range(20):
-        out = model(ids, mask, types, labels=labels)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(out.loss.item())
+    losses = train_steps(model, ids, mask, types, labels, lr=1e-2, steps=20)
     assert sum(losses[-3:]) / 3 < losses[0] * 0.9, losses
 
 

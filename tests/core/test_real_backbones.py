@@ -6,7 +6,7 @@ import torch
 from softprompt.backbones import load_backbone
 from softprompt.methods import method_config
 from softprompt.model import SoftPromptModel
-from tests.core.helpers import SOFT, batch
+from tests.core.helpers import SOFT, batch, train_steps
 
 
 @pytest.fixture(scope="module", params=["minilm-l6", "smollm2-135m"])
@@ -20,20 +20,10 @@ def test_method_trains_on_packaged_backbone(real_backbone, method, sst2_slice):
     torch.manual_seed(0)
     before = real_backbone.fingerprint()
     model = SoftPromptModel(real_backbone, method_config(method), 2)
-    model.train()
-    model.head.dropout.p = 0.0
     examples = sst2_slice[:4]
     tok = real_backbone.tokenizer
     texts = [tok.decode(tok(e.text, add_special_tokens=False)["input_ids"][:20]) for e in examples]  # short: keep CI fast
     ids, mask, types = batch(tok, texts, tok.padding_side)
-    labels = torch.tensor([e.label for e in examples])
-    opt = torch.optim.AdamW(model.adapter_params().values(), lr=1e-3)
-    losses = []
-    for _ in range(4):
-        out = model(ids, mask, types, labels=labels)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(out.loss.item())
+    losses = train_steps(model, ids, mask, types, torch.tensor([e.label for e in examples]), lr=1e-3, steps=4)
     assert losses[-1] < losses[0], losses
     assert real_backbone.fingerprint() == before
