@@ -1,0 +1,149 @@
+"""softprompt vs the peft library: same method, backbone, data order, batch and steps.
+
+    python benchmarks/train_vs_peft.py --data-dir ../shared/data [--backbone minilm-l6 --train-limit 4000 --epochs 3]
+
+Each (library, method) trains in its own subprocess (so peak memory is its own), alternating
+softprompt and peft, with one plain AdamW loop over identical batches: only the model differs.
+Reported: training samples/s, peak RSS, inference samples/s and SST-2 dev accuracy.
+Heads differ by design: peft's SEQ_CLS model uses BERT's pooler + a classifier on [CLS];
+softprompt's head is a linear map of the mean-pooled text states.
+Writes benchmarks/results/train_vs_peft.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+METHODS = {  # name -> (softprompt preset overrides, peft config builder name)
+    "prompt-tuning": ({"name": "prompt-tuning", "producer": {"init": "random"}}, "prompt"),
+    "p-tuning-v2": ({"name": "p-tuning-v2"}, "prefix"),
+}
+
+
+def build_peft(backbone, kind: str, num_tokens: int):
+    from peft import PrefixTuningConfig, PromptTuningConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    base = AutoModelForSequenceClassification.from_pretrained(backbone.source, num_labels=2)
+    cls = PromptTuningConfig if kind == "prompt" else PrefixTuningConfig
+    return get_peft_model(base, cls(task_type=TaskType.SEQ_CLS, num_virtual_tokens=num_tokens))
+
+
+def worker(args) -> dict:
+    import numpy as np
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from softprompt.backbones import load_backbone
+    from softprompt.methods import method_config
+    from softprompt.model import SoftPromptModel
+    from softprompt.tasks import compute_metrics, load_split
+    from softprompt.train.batches import batch_order, collate, encode
+
+    torch.manual_seed(0)
+    bb = load_backbone(args.backbone)
+    tok = bb.tokenizer
+    train = encode(tok, load_split("sst2", "train", args.data_dir, args.train_limit, 0), args.max_length)
+    dev = encode(tok, load_split("sst2", "validation", args.data_dir), args.max_length)
+    sp_method, peft_kind = METHODS[args.method]
+    if args.library == "softprompt":
+        model = SoftPromptModel(bb, method_config(sp_method), 2)
+        params = list(model.adapter_params().values())
+
+        def forward(b):
+            return model(b["input_ids"], b["attention_mask"], b.get("token_type_ids")).logits
+    else:
+        model = build_peft(bb, peft_kind, 10)
+        params = [p for p in model.parameters() if p.requires_grad]
+
+        def forward(b):
+            return model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                         token_type_ids=b.get("token_type_ids")).logits
+    lr = 3e-2
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+    steps = args.epochs * ((len(train) + args.batch_size - 1) // args.batch_size)
+    sched = get_linear_schedule_with_warmup(opt, int(0.06 * steps), steps)
+    model.train()  # peft keeps its frozen model in train mode (dropout on), as its users run it
+    seen, t0 = 0, time.perf_counter()
+    for epoch in range(args.epochs):
+        for idx in batch_order(train.lengths, args.batch_size, 0, epoch, True, True):
+            b = collate(train, idx, tok.pad_token_id, tok.padding_side)
+            loss = torch.nn.functional.cross_entropy(forward(b), b["labels"].long())
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            seen += len(idx)
+    train_sps = seen / (time.perf_counter() - t0)
+    model.eval()
+    preds, t1 = np.zeros(len(dev), dtype=np.int64), time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(dev), 64):
+            idx = list(range(start, min(start + 64, len(dev))))
+            preds[idx] = forward(collate(dev, idx, tok.pad_token_id, tok.padding_side)).argmax(-1).numpy()
+    infer_sps = len(dev) / (time.perf_counter() - t1)
+    acc = compute_metrics("sst2", preds, dev.labels.astype(np.int64))["accuracy"]
+    return {"library": args.library, "method": args.method, "train_samples_per_s": train_sps,
+            "infer_samples_per_s": infer_sps, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "accuracy": acc, "trainable_params": sum(p.numel() for p in params)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--backbone", default="minilm-l6")
+    ap.add_argument("--train-limit", type=int, default=4000)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--worker", nargs=2, metavar=("LIBRARY", "METHOD"))
+    args = ap.parse_args()
+    if args.worker:
+        args.library, args.method = args.worker
+        print(json.dumps(worker(args)))
+        return
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "worker" and v is not None]
+    rows = []
+    for method in METHODS:
+        for library in ("softprompt", "peft"):  # alternated
+            out = subprocess.run([sys.executable, __file__, *flags, "--worker", library, method],
+                                 capture_output=True, text=True, check=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+            print(rows[-1])
+    import torch
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    import peft
+
+    command = "python benchmarks/train_vs_peft.py " + " ".join(flags)
+    meta = {"command": command, "commit": commit, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+            "torch": torch.__version__, "peft": peft.__version__}
+    out_dir = Path(__file__).parent / "results"
+    (out_dir / "train_vs_peft.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = ["# softprompt vs peft (SST-2, same batches and steps)", "", f"`{command}`", "",
+             f"commit {commit}; {meta['machine']}; torch {meta['torch']}; peft {meta['peft']}", "",
+             "| method | library | train samples/s | inference samples/s | peak RSS MB | SST-2 dev acc | trainable |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['library']} | {r['train_samples_per_s']:.1f} | {r['infer_samples_per_s']:.1f} | "
+                     f"{r['peak_rss_mb']:.0f} | {r['accuracy']:.2f} | {r['trainable_params']:,} |")
+    lines.append("")
+    for method in METHODS:
+        sp, pf = (next(r for r in rows if r["method"] == method and r["library"] == lib) for lib in ("softprompt", "peft"))
+        lines.append(f"- {method}: training speed {sp['train_samples_per_s'] / pf['train_samples_per_s']:.2f}× peft, "
+                     f"inference {sp['infer_samples_per_s'] / pf['infer_samples_per_s']:.2f}×, peak memory "
+                     f"{sp['peak_rss_mb'] / pf['peak_rss_mb']:.2f}×, accuracy {sp['accuracy'] - pf['accuracy']:+.2f} points")
+    (out_dir / "train_vs_peft.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
