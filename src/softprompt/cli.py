@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "models": "models",
     "zero-shot": "zeroshot",
     "serve": "serve",
+    "explain": "explain",
 }
 
 
