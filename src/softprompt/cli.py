@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "zero-shot": "zeroshot",
     "serve": "serve",
     "explain": "explain",
+    "tune": "tune",
 }
 
 

@@ -38,9 +38,10 @@ class TrainingDiverged(SoftPromptError):
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, backbone=None, resume: bool = False, log=print, callbacks=()):
+    def __init__(self, cfg: TrainConfig, backbone=None, resume: bool = False, log=print, callbacks=(), eval_callbacks=()):
         self.cfg = cfg
         self.callbacks = list(callbacks)  # called as cb(trainer, progress) after every optimizer step
+        self.eval_callbacks = list(eval_callbacks)  # cb(trainer, step, scores) after every evaluation; may raise to stop
         self.backbone = backbone
         self.resume = resume
         self.log = log
@@ -262,6 +263,8 @@ class Trainer:
         step = progress["global_step"]
         self._record({"step": step, "epoch": epoch + 1, "eval": scores, "train_seconds": progress["train_seconds"]})
         self.log(f"step {step} (epoch {epoch + 1}): {self.cfg.eval_split} {self.task.metric} = {scores['main']:.2f}")
+        for cb in self.eval_callbacks:
+            cb(self, step, scores)
         if progress["best"] is None or scores["main"] > progress["best"]:
             progress.update(best=scores["main"], best_step=step, bad_evals=0,
                             time_to_best=progress["train_seconds"], best_scores=scores)
@@ -302,5 +305,5 @@ class Trainer:
         return summary
 
 
-def train(cfg: TrainConfig, backbone=None, resume: bool = False, log=print, callbacks=()) -> dict:
-    return Trainer(cfg, backbone, resume, log, callbacks).setup().train()
+def train(cfg: TrainConfig, backbone=None, resume: bool = False, log=print, callbacks=(), eval_callbacks=()) -> dict:
+    return Trainer(cfg, backbone, resume, log, callbacks, eval_callbacks).setup().train()
