@@ -1,0 +1,37 @@
+"""softprompt report: paper-style tables and plots from a bench results folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "write Markdown tables (mean ± std, best soft prompt in bold) and index.html with plots from bench results"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("results_dir", help="the folder `softprompt bench --out` wrote (or one spec's folder in it)")
+    parser.add_argument("--out", default=None, help="report folder (default RESULTS_DIR/report)")
+
+
+def run(args) -> int:
+    from softprompt.experiments.report import build_report
+
+    command = "softprompt report " + " ".join(getattr(args, "_argv", None) or sys.argv[2:])
+    build_report(args.results_dir, args.out, command=command)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m softprompt.experiments.report ...` (same arguments as `softprompt report`)."""
+    from softprompt.errors import SoftPromptError
+
+    parser = argparse.ArgumentParser(prog="softprompt report", description=HELP)
+    add_arguments(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args._argv = argv
+    try:
+        return run(args)
+    except SoftPromptError as err:
+        print(f"softprompt report: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,452 @@
+"""Experiment specs: one YAML file declares a grid of runs and how its table is read.
+
+    name: glue                      # results go to RESULTS_DIR/<name>/ (default: file stem)
+    title: GLUE dev results ...     # table heading
+    reference: ID-SPAM Table 2      # the published table it mirrors (text)
+    methods: [prompt-tuning, id-spam, {label: mean-pooling, name: id-spam, producer: {pooling: mean}}]
+    tasks: [sst2, mrpc]             # training tasks (hub-only ones are skipped offline, with the reason)
+    backbones: [minilm-l6]
+    seeds: [0, 1, 2]
+    metric: {mrpc: acc_macro_f1}    # per task (or one name for all); default: the task's headline metric
+    train: {max_length: 128}        # TrainConfig keys shared by every training cell
+    task_overrides: {boolq: {max_length: 256}}
+    method_overrides: {full-finetune: {batch_size: 16}}
+    profiles:                       # merged over the built-in PROFILES below
+      quick: {train: {train_limit: 1000}, seeds: [0]}
+    # extras (any combination):
+    eval_tasks: [{task: imdb, split: test, limit: 1000}]   # cross-domain: every trained run on each
+    zero_shot: {backbone: smollm2-135m}                    # instruction baseline on the eval tasks
+    layers: all                                            # sweep the prompt layer m (or a list)
+    pairs: [{train: sst2, eval: imdb, split: test}]        # zero-shot transfer A -> B (same label space,
+                                                           # or same_labels: true as for MRPC <-> QQP)
+    few_shot: {examples: 100, pairs: [{train: sst2, eval: imdb, split: test}], train: {epochs: 10},
+               methods: [lpt, id-spam]}                # default: all methods
+    params: {backbones: [minilm-l6, mpnet-base]}           # trainable parameters per method (parameter_table)
+    timing: true                                           # also time inference per sample
+    published: [{title: ..., columns: [...], rows: {method: [values]}}]  # paper numbers, shown as is
+
+Every field is checked when the spec is loaded; an error names the field (e.g. `methods[2]`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from softprompt.config import load_yaml
+from softprompt.errors import ConfigError
+
+# built-in profiles; a spec's `profiles:` block is merged over these
+PROFILES: dict[str, dict[str, Any]] = {
+    # minutes on a laptop CPU with minilm-l6: subsampled data, one seed, few epochs
+    "quick": {
+        "seeds": [0],
+        "train": {"train_limit": 1000, "eval_limit": 500, "epochs": 2},
+        "eval_limit": 500,
+        "few_shot": {"train": {"epochs": 5}},
+    },
+    # the papers' protocol: all data, seeds 0,1,2, up to 30 epochs (t = 10 is the presets' default)
+    "full": {
+        "seeds": [0, 1, 2],
+        "train": {"train_limit": None, "eval_limit": None, "epochs": 30, "patience": 5},
+        "eval_limit": None,
+        "few_shot": {"train": {"epochs": 20}},
+    },
+}
+
+TOP_LEVEL = (
+    "name", "title", "description", "reference", "methods", "tasks", "backbones", "seeds", "metric", "train",
+    "task_overrides", "method_overrides", "profiles", "eval_tasks", "zero_shot", "layers", "pairs", "few_shot",
+    "params", "timing", "published", "eval_limit",
+)
+PROFILE_KEYS = ("seeds", "backbones", "tasks", "train", "task_overrides", "method_overrides", "eval_limit", "layers",
+                "few_shot", "params", "eval_tasks", "pairs")
+# TrainConfig keys a cell sets itself
+CELL_OWNED = ("backbone", "task", "method", "seed", "output_dir", "data_dir")
+BAD_METRICS = ("mse", "main")  # lower-is-better / alias; tables assume higher is better
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+@dataclass
+class MethodEntry:
+    label: str  # row name in tables, part of cell ids
+    config: dict[str, Any]  # method dict for method_config / TrainConfig.method
+    soft_prompt: bool  # eligible for bold (the paper bolds the best soft-prompt method)
+    backbone_mode: str  # "frozen" | "lora" | "full"
+
+
+@dataclass
+class EvalTarget:
+    task: str
+    split: str | None = None  # None: validation where labeled, else test
+    limit: int | None = None
+
+
+@dataclass
+class Pair:
+    train: str
+    eval: str
+    split: str | None = None
+    same_labels: bool = False  # label index i means the same in both tasks (names may differ: MRPC/QQP)
+
+
+@dataclass
+class Spec:
+    name: str
+    title: str
+    methods: list[MethodEntry]
+    tasks: list[str]
+    backbones: list[str]
+    seeds: list[int]
+    description: str = ""
+    reference: str = ""
+    metric: dict[str, str] = field(default_factory=dict)  # task -> metric ("*" -> default for all)
+    train: dict[str, Any] = field(default_factory=dict)
+    task_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    eval_tasks: list[EvalTarget] = field(default_factory=list)
+    eval_limit: int | None = None
+    zero_shot: dict[str, Any] | None = None
+    layers: str | list[int] | None = None
+    pairs: list[Pair] = field(default_factory=list)
+    few_shot: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
+    timing: bool = False
+    published: list[dict[str, Any]] = field(default_factory=list)
+    path: str | None = None
+    profile: str | None = None  # set by for_profile
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def metric_for(self, task: str) -> str:
+        from softprompt.tasks import get_task
+
+        return self.metric.get(task) or self.metric.get("*") or get_task(task).metric
+
+    def method(self, label: str) -> MethodEntry:
+        return next(m for m in self.methods if m.label == label)
+
+    def for_profile(self, profile: str) -> "Spec":
+        """This spec with a profile (built-in defaults, then the spec's own block) merged in."""
+        if profile not in PROFILES and profile not in self.profiles:
+            raise ConfigError(f"spec {self.name}: unknown profile {profile!r}; expected one of "
+                              f"{', '.join(sorted(set(PROFILES) | set(self.profiles)))}")
+        over = _merge(PROFILES.get(profile, {}), self.profiles.get(profile) or {})
+        raw = copy.deepcopy(self.raw)
+        for key, value in over.items():
+            if key in ("train", "task_overrides", "method_overrides", "few_shot", "params") and isinstance(value, dict):
+                raw[key] = _merge(raw.get(key) or {}, value) if (key != "few_shot" or raw.get("few_shot")) else None
+            else:
+                raw[key] = copy.deepcopy(value)
+        raw.pop("profiles", None)
+        spec = parse_spec(raw, self.path, where=f"spec {self.name} (profile {profile})")
+        spec.profiles, spec.profile, spec.raw = self.profiles, profile, raw
+        return spec
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (over or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and check a spec file (see the module docstring for the fields)."""
+    path = Path(path)
+    data = load_yaml(path)
+    data.setdefault("name", path.stem)
+    return parse_spec(data, str(path))
+
+
+def _list(data: dict, key: str, where: str, required: bool = False) -> list:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(f"{where}: field {key!r} is required")
+        return []
+    if not isinstance(value, list):
+        value = [value]
+    return value
+
+
+def _task(name: Any, where: str) -> str:
+    from softprompt.tasks import get_task
+
+    try:
+        return get_task(str(name)).name
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _check_train_keys(values: Any, where: str) -> dict:
+    from softprompt.train.config import TrainConfig
+
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping of training config keys")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown training config key(s) {', '.join(unknown)}")
+    owned = sorted(set(values) & set(CELL_OWNED))
+    if owned:
+        raise ConfigError(f"{where}: {', '.join(owned)} is set per cell by the grid; use the spec's "
+                          f"methods/tasks/backbones/seeds fields instead")
+    return dict(values)
+
+
+def _method(entry: Any, where: str) -> MethodEntry:
+    from softprompt.methods import method_config
+
+    if isinstance(entry, str):
+        data = {"name": entry}
+    elif isinstance(entry, dict):
+        data = dict(entry)
+    else:
+        raise ConfigError(f"{where}: expected a method name or a mapping, got {entry!r}")
+    label = str(data.pop("label", None) or data.get("name") or "")
+    if not label:
+        raise ConfigError(f"{where}: a custom method needs a 'label'")
+    if not NAME_RE.match(label):
+        raise ConfigError(f"{where}: label {label!r} must be lowercase letters, digits, '-', '_' or '.'")
+    try:
+        cfg = method_config(data)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if cfg.zero_shot:
+        raise ConfigError(f"{where}: {label!r} is not trained; use the spec field 'zero_shot: {{backbone: ...}}'")
+    return MethodEntry(label, data, cfg.producer is not None, cfg.backbone)
+
+
+def _backbone(name: Any, where: str) -> str:
+    from softprompt.backbones.registry import REGISTRY
+
+    name = str(name)
+    if name not in REGISTRY and not Path(name).expanduser().exists():
+        raise ConfigError(f"{where}: unknown backbone {name!r}; expected one of {', '.join(REGISTRY)} or a local path")
+    return name
+
+
+def _split(task: str, split: Any, where: str) -> str | None:
+    from softprompt.tasks import get_task
+
+    if split is None:
+        return None
+    try:
+        return get_task(task).check_split(str(split))
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _mapping(value: Any, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    return value
+
+
+def _eval_target(entry: Any, where: str) -> EvalTarget:
+    if isinstance(entry, str):
+        entry = {"task": entry}
+    entry = _mapping(entry, where)
+    unknown = sorted(set(entry) - {"task", "split", "limit"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; expected task, split, limit")
+    if "task" not in entry:
+        raise ConfigError(f"{where}: field 'task' is required")
+    task = _task(entry["task"], f"{where}.task")
+    limit = entry.get("limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ConfigError(f"{where}.limit: expected a positive integer, got {limit!r}")
+    return EvalTarget(task, _split(task, entry.get("split"), f"{where}.split"), limit)
+
+
+def _pair(entry: Any, where: str) -> Pair:
+    entry = _mapping(entry, where)
+    unknown = sorted(set(entry) - {"train", "eval", "split", "same_labels"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; expected train, eval, split, same_labels")
+    for key in ("train", "eval"):
+        if key not in entry:
+            raise ConfigError(f"{where}: field {key!r} is required")
+    a, b = _task(entry["train"], f"{where}.train"), _task(entry["eval"], f"{where}.eval")
+    return Pair(a, b, _split(b, entry.get("split"), f"{where}.split"), bool(entry.get("same_labels", False)))
+
+
+def _check_label_spaces(pair: Pair, where: str) -> None:
+    """A trained adapter is scored on B as is: B needs A's labels (or same_labels: true and as many)."""
+    from softprompt.tasks import get_task
+
+    a, b = get_task(pair.train), get_task(pair.eval)
+    if a.is_regression or b.is_regression or a.num_labels != b.num_labels:
+        raise ConfigError(f"{where}: {a.name} ({a.num_labels} labels) and {b.name} ({b.num_labels} labels) do not "
+                          f"share a label space; zero-shot transfer needs the same labels")
+    if list(a.label_names) != list(b.label_names) and not pair.same_labels:
+        raise ConfigError(f"{where}: {a.name} labels {list(a.label_names)} differ from {b.name} labels "
+                          f"{list(b.label_names)}; set same_labels: true if label i means the same in both")
+
+
+def _ints(values: Any, where: str) -> list[int]:
+    values = values if isinstance(values, list) else [values]
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ConfigError(f"{where}: expected a list of integers, got {values!r}")
+    return list(values)
+
+
+def parse_spec(data: dict[str, Any], path: str | None = None, where: str | None = None) -> Spec:
+    """Check a spec mapping and build a Spec; ConfigError names the offending field."""
+    from softprompt.methods.presets import PRESETS
+    from softprompt.tasks import get_task
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'spec'}: expected a mapping at the top level")
+    name = str(data.get("name") or "")
+    where = where or f"spec {name or path or '?'}"
+    unknown = sorted(set(data) - set(TOP_LEVEL))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; expected one of {', '.join(TOP_LEVEL)}")
+    if not NAME_RE.match(name):
+        raise ConfigError(f"{where}: field 'name' must be lowercase letters, digits, '-', '_' or '.', got {name!r}")
+
+    methods = [_method(m, f"{where}: methods[{i}]") for i, m in enumerate(_list(data, "methods", where))]
+    labels = [m.label for m in methods]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise ConfigError(f"{where}: methods: label(s) {', '.join(dup)} appear twice; give each a distinct 'label'")
+    tasks = [_task(t, f"{where}: tasks[{i}]") for i, t in enumerate(_list(data, "tasks", where))]
+    backbones = [_backbone(b, f"{where}: backbones[{i}]") for i, b in enumerate(_list(data, "backbones", where))]
+    seeds = _ints(data.get("seeds", [0]), f"{where}: seeds")
+
+    metric_raw = data.get("metric") or {}
+    metric = {"*": metric_raw} if isinstance(metric_raw, str) else dict(_mapping(metric_raw, f"{where}: metric"))
+    for task, m in metric.items():
+        if task != "*":
+            _task(task, f"{where}: metric.{task}")
+        if not isinstance(m, str) or m in BAD_METRICS:
+            raise ConfigError(f"{where}: metric.{task}: expected a higher-is-better metric name, got {m!r}")
+
+    train = _check_train_keys(data.get("train"), f"{where}: train")
+    task_overrides = {}
+    for task, values in _mapping(data.get("task_overrides"), f"{where}: task_overrides").items():
+        task_overrides[_task(task, f"{where}: task_overrides.{task}")] = _check_train_keys(
+            values, f"{where}: task_overrides.{task}")
+    method_overrides = {}
+    for label, values in _mapping(data.get("method_overrides"), f"{where}: method_overrides").items():
+        if label not in labels:
+            raise ConfigError(f"{where}: method_overrides.{label}: not one of the spec's methods ({', '.join(labels)})")
+        method_overrides[label] = _check_train_keys(values, f"{where}: method_overrides.{label}")
+
+    profiles = _mapping(data.get("profiles"), f"{where}: profiles")
+    for pname, block in profiles.items():
+        block = _mapping(block, f"{where}: profiles.{pname}")
+        bad = sorted(set(block) - set(PROFILE_KEYS))
+        if bad:
+            raise ConfigError(f"{where}: profiles.{pname}: unknown field(s) {', '.join(bad)}; "
+                              f"expected one of {', '.join(PROFILE_KEYS)}")
+        _check_train_keys(block.get("train"), f"{where}: profiles.{pname}.train")
+
+    eval_tasks = [_eval_target(e, f"{where}: eval_tasks[{i}]") for i, e in enumerate(_list(data, "eval_tasks", where))]
+    eval_limit = data.get("eval_limit")
+
+    zero_shot = data.get("zero_shot")
+    if zero_shot is not None:
+        zero_shot = dict(_mapping(zero_shot, f"{where}: zero_shot"))
+        bad = sorted(set(zero_shot) - {"backbone", "tasks", "max_length"})
+        if bad:
+            raise ConfigError(f"{where}: zero_shot: unknown field(s) {', '.join(bad)}; expected backbone, tasks, max_length")
+        zero_shot["backbone"] = _backbone(zero_shot.get("backbone", "smollm2-135m"), f"{where}: zero_shot.backbone")
+        zero_shot["tasks"] = [_eval_target(e, f"{where}: zero_shot.tasks[{i}]")
+                              for i, e in enumerate(zero_shot.get("tasks") or [])] or list(eval_tasks)
+        if not zero_shot["tasks"]:
+            raise ConfigError(f"{where}: zero_shot: needs 'tasks' (or the spec's eval_tasks)")
+
+    layers = data.get("layers")
+    if layers is not None and layers != "all":
+        layers = _ints(layers, f"{where}: layers")
+        if any(m < 0 for m in layers):
+            raise ConfigError(f"{where}: layers: expected layer indices >= 0, got {layers}")
+    if layers is not None:
+        not_layer = [m.label for m in methods if (m.config.get("site") or {}).get("kind", _preset_site(m.config)) != "layer"]
+        if not_layer:
+            raise ConfigError(f"{where}: layers: a layer sweep needs methods with site 'layer' (id-spam, lpt); "
+                              f"{', '.join(not_layer)} put their prompt elsewhere")
+
+    pairs = [_pair(p, f"{where}: pairs[{i}]") for i, p in enumerate(_list(data, "pairs", where))]
+    for i, p in enumerate(pairs):
+        _check_label_spaces(p, f"{where}: pairs[{i}]")
+
+    few_shot = data.get("few_shot")
+    if few_shot is not None:
+        few_shot = dict(_mapping(few_shot, f"{where}: few_shot"))
+        bad = sorted(set(few_shot) - {"examples", "pairs", "train", "methods"})
+        if bad:
+            raise ConfigError(f"{where}: few_shot: unknown field(s) {', '.join(bad)}; "
+                              f"expected examples, pairs, train, methods")
+        few_shot["methods"] = [str(m) for m in (few_shot.get("methods") or labels)]
+        for i, m in enumerate(few_shot["methods"]):
+            if m not in labels:
+                raise ConfigError(f"{where}: few_shot.methods[{i}]: {m!r} is not one of the spec's methods "
+                                  f"({', '.join(labels)})")
+        few_shot["examples"] = _ints(few_shot.get("examples", 100), f"{where}: few_shot.examples")[0]
+        few_shot["pairs"] = [_pair(p, f"{where}: few_shot.pairs[{i}]") for i, p in enumerate(few_shot.get("pairs") or [])]
+        few_shot["train"] = _check_train_keys(few_shot.get("train"), f"{where}: few_shot.train")
+        if "train_limit" in few_shot["train"]:
+            raise ConfigError(f"{where}: few_shot.train.train_limit: use few_shot.examples")
+
+    params = data.get("params")
+    if params is not None:
+        params = dict(_mapping(params, f"{where}: params"))
+        bad = sorted(set(params) - {"backbones", "methods", "num_labels"})
+        if bad:
+            raise ConfigError(f"{where}: params: unknown field(s) {', '.join(bad)}; expected backbones, methods, num_labels")
+        params["backbones"] = [_backbone(b, f"{where}: params.backbones[{i}]")
+                               for i, b in enumerate(params.get("backbones") or backbones)]
+        params["methods"] = list(params.get("methods") or [m.config["name"] for m in methods if m.config.get("name")])
+        for i, m in enumerate(params["methods"]):
+            if m not in PRESETS or PRESETS[m].get("zero_shot"):
+                raise ConfigError(f"{where}: params.methods[{i}]: unknown method {m!r}; expected a trainable preset "
+                                  f"({', '.join(k for k, v in PRESETS.items() if not v.get('zero_shot'))})")
+        params["num_labels"] = int(params.get("num_labels", 2))
+
+    published = _list(data, "published", where)
+    for i, table in enumerate(published):
+        table = _mapping(table, f"{where}: published[{i}]")
+        if not isinstance(table.get("columns"), list) or not isinstance(table.get("rows"), dict):
+            raise ConfigError(f"{where}: published[{i}]: expected 'columns' (a list) and 'rows' (method: [values])")
+
+    trains_something = bool(methods and (tasks or pairs))
+    if not (trains_something or zero_shot or params):
+        raise ConfigError(f"{where}: nothing to run: give methods and tasks (or pairs), zero_shot or params")
+    if (tasks or pairs or eval_tasks or few_shot) and not methods:
+        raise ConfigError(f"{where}: field 'methods' is required when tasks, pairs or eval_tasks are given")
+    if methods and (tasks or pairs) and not backbones:
+        raise ConfigError(f"{where}: field 'backbones' is required")
+    for t in tasks:
+        get_task(t)
+    return Spec(
+        name=name, title=str(data.get("title") or name), methods=methods, tasks=tasks, backbones=backbones,
+        seeds=seeds, description=str(data.get("description") or ""), reference=str(data.get("reference") or ""),
+        metric=metric, train=train, task_overrides=task_overrides, method_overrides=method_overrides,
+        profiles=profiles, eval_tasks=eval_tasks, eval_limit=eval_limit, zero_shot=zero_shot, layers=layers,
+        pairs=pairs, few_shot=few_shot, params=params, timing=bool(data.get("timing", False)), published=published,
+        path=path, raw=copy.deepcopy(data),
+    )
+
+
+def _preset_site(config: dict) -> str:
+    from softprompt.methods.presets import PRESETS
+
+    preset = PRESETS.get(config.get("name", "custom")) or {}
+    return (preset.get("site") or {}).get("kind", "embeddings")

@@ -1,0 +1,187 @@
+"""softprompt bench: a tiny grid end to end, resuming an interrupted grid, spec errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from softprompt.commands import bench, report
+from softprompt.errors import ConfigError
+from softprompt.experiments import expand, load_spec, run_grid
+from softprompt.train import trainer as trainer_module
+
+from tests.experiments.helpers import tiny_spec
+
+QUIET = dict(log=None)
+
+
+def test_tiny_grid_runs_end_to_end_and_reports(tmp_path, data_dir, capsys):
+    spec = tiny_spec(tmp_path, eval_tasks=[{"task": "fpb-binary", "split": "test"}])
+    out = tmp_path / "results"
+    assert bench.main([str(spec), "--profile", "quick", "--out", str(out), "--data-dir", str(data_dir)]) == 0
+    cells = ["prompt-tuning_sst2_tiny-bert_s0", "id-spam_sst2_tiny-bert_s0",
+             "prompt-tuning_sst2_tiny-bert_s0__fpb-binary-test", "id-spam_sst2_tiny-bert_s0__fpb-binary-test"]
+    for cell in cells:
+        res = json.loads((out / "tiny" / cell / "result.json").read_text())
+        assert res["cell"] == cell and res["profile"] == "quick" and res["metric"] == "accuracy"
+        assert 0 <= res["score"] <= 100 and res["git_commit"]
+    train = json.loads((out / "tiny" / cells[1] / "result.json").read_text())
+    assert train["kind"] == "train" and train["train_examples"] == 32 and train["examples"] == 16
+    assert train["trainable_params"] > 0 and train["time_to_best_s"] is not None and train["soft_prompt"]
+    run_dir = out / "tiny" / cells[1] / "run"
+    assert (run_dir / "adapter" / "adapter.safetensors").exists() and (run_dir / "metrics.jsonl").exists()
+    assert not list(run_dir.glob("ckpt-*"))  # finished cells drop their checkpoints
+    ev = json.loads((out / "tiny" / cells[3] / "result.json").read_text())
+    assert ev["kind"] == "eval" and ev["eval_task"] == "fpb-binary" and ev["examples"] == 12 and ev["task"] == "sst2"
+    manifest = json.loads((out / "tiny" / "manifest.json").read_text())
+    run = manifest["runs"][-1]
+    assert run["status"] == "complete" and run["ran"] == 4 and "softprompt bench" in run["command"]
+    assert run["machine"]["cores"] >= 1 and run["git_commit"]
+
+    # a second bench run finds everything finished
+    capsys.readouterr()
+    assert bench.main([str(spec), "--out", str(out), "--data-dir", str(data_dir)]) == 0
+    assert "4 already finished" in capsys.readouterr().out
+
+    assert report.main([str(out)]) == 0
+    md = (out / "report" / "tiny.md").read_text()
+    assert "| prompt-tuning |" in md and "| id-spam |" in md and "sst2 (accuracy)" in md
+    assert "fpb-binary test (accuracy)" in md and "softprompt bench" in md and "tiny-bert" in md and "quick" in md
+    html = (out / "report" / "index.html").read_text()
+    assert "<table>" in html and "img/tiny-curve-train-sst2-tiny-bert.png" in html
+    assert (out / "report" / "img" / "tiny-score-vs-params-tiny-bert.png").stat().st_size > 1000
+    assert (out / "report" / "results.csv").read_text().count("\n") == 5
+
+
+def test_interrupted_grid_resumes_without_redoing_finished_cells(tmp_path, data_dir, monkeypatch):
+    spec = tiny_spec(tmp_path)
+    out = tmp_path / "results"
+    real_train = trainer_module.train
+    calls = []
+
+    def interrupt_second_cell(cfg, backbone=None, resume=False, log=print, callbacks=()):
+        calls.append((cfg.method_name, resume))
+        if len(calls) == 2:  # Ctrl-C in the middle of the second cell, after its step-2 checkpoint
+            def stop(trainer, progress):
+                if progress["global_step"] == 3:
+                    raise KeyboardInterrupt
+            callbacks = [stop]
+        return real_train(cfg, backbone=backbone, resume=resume, log=log, callbacks=callbacks)
+
+    monkeypatch.setattr(trainer_module, "train", interrupt_second_cell)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(spec, "quick", out, data_dir, **QUIET)
+    first = out / "tiny" / "prompt-tuning_sst2_tiny-bert_s0" / "result.json"
+    second = out / "tiny" / "id-spam_sst2_tiny-bert_s0"
+    assert first.exists() and not (second / "result.json").exists()
+    assert [p.name for p in (second / "run").glob("ckpt-*")] == ["ckpt-00000002"]
+    assert json.loads((out / "tiny" / "manifest.json").read_text())["runs"][-1]["status"] == "interrupted"
+    before = (first.stat().st_mtime_ns, first.read_text())
+
+    calls.clear()
+    logs = []
+    monkeypatch.setattr(trainer_module, "train", lambda cfg, **kw: (calls.append((cfg.method_name, kw["resume"])),
+                                                                   real_train(cfg, **kw))[1])
+    res = run_grid(spec, "quick", out, data_dir, log=logs.append)
+    assert calls == [("id-spam", True)]  # only the unfinished cell, continued from its checkpoint
+    assert res["ran"] == ["id-spam_sst2_tiny-bert_s0"] and res["already_finished"] == ["prompt-tuning_sst2_tiny-bert_s0"]
+    assert any("resumed from ckpt-00000002" in line for line in logs)
+    assert (first.stat().st_mtime_ns, first.read_text()) == before
+    done = json.loads((second / "result.json").read_text())
+    assert done["steps"] == 4 and done["summary"]["steps"] == 4
+    manifest = json.loads((out / "tiny" / "manifest.json").read_text())
+    assert [r["status"] for r in manifest["runs"]] == ["interrupted", "complete"]
+
+
+def test_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path, data_dir, monkeypatch):
+    spec = tiny_spec(tmp_path)
+
+    def broken_prompt_tuning(cfg, **kw):
+        if cfg.method_name == "prompt-tuning":
+            raise RuntimeError("boom")
+        return {"best": 60.0, "best_scores": {"accuracy": 60.0, "main": 60.0}, "epoch_samples_per_s": [10.0],
+                "trainable_params": 5, "train_examples": 32, "eval_examples": 16, "steps": 4}
+
+    monkeypatch.setattr(trainer_module, "train", broken_prompt_tuning)
+    res = run_grid(spec, "quick", tmp_path / "r", data_dir, **QUIET)
+    assert list(res["failed"]) == ["prompt-tuning_sst2_tiny-bert_s0"] and "boom" in res["failed"]["prompt-tuning_sst2_tiny-bert_s0"]
+    assert res["ran"] == ["id-spam_sst2_tiny-bert_s0"]
+    done = json.loads((tmp_path / "r" / "tiny" / "id-spam_sst2_tiny-bert_s0" / "result.json").read_text())
+    assert done["score"] == 60.0 and done["train_s_per_sample"] == pytest.approx(0.1)
+    assert bench.main([str(spec), "--out", str(tmp_path / "r"), "--data-dir", str(data_dir)]) == 1
+
+
+def test_unknown_method_or_task_names_the_field(tmp_path, capsys):
+    bad_method = tiny_spec(tmp_path, name="badm", methods=["id-spam", "bogus-method"])
+    with pytest.raises(ConfigError, match=r"methods\[1\].*bogus-method"):
+        load_spec(bad_method)
+    assert bench.main([str(bad_method), "--list"]) == 2
+    assert "methods[1]" in capsys.readouterr().err
+
+    bad_task = tiny_spec(tmp_path, name="badt", tasks=["sst2", "nosuchtask"])
+    with pytest.raises(ConfigError, match=r"tasks\[1\].*nosuchtask"):
+        load_spec(bad_task)
+    for extra, field in [({"method_overrides": {"lora": {"lr": 1}}}, "method_overrides.lora"),
+                         ({"train": {"epochz": 2}}, "train: unknown training config key"),
+                         ({"train": {"seed": 2}}, "train: seed"),
+                         ({"colour": 1}, "unknown field(s) colour"),
+                         ({"eval_tasks": [{"task": "imdb", "split": "dev2"}]}, "eval_tasks[0].split"),
+                         ({"pairs": [{"train": "sst2", "eval": "tweeteval"}]}, "pairs[0]"),
+                         ({"backbones": ["no-such-backbone"]}, "backbones[0]")]:
+        with pytest.raises(ConfigError, match=r".*") as err:
+            load_spec(tiny_spec(tmp_path, name="bad", **extra))
+        assert field in str(err.value), (field, str(err.value))
+
+
+def test_spec_change_after_results_is_refused(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setattr(trainer_module, "train", lambda cfg, **kw: pytest.fail("nothing may train"))
+    spec = tiny_spec(tmp_path, methods=["id-spam"])
+    cell = expand(spec, "quick", data_dir)[0]
+    d = tmp_path / "r" / "tiny" / cell.id
+    d.mkdir(parents=True)
+    (d / "result.json").write_text(json.dumps({"cell": cell.id, "cell_key": "something-else", "score": 1.0}))
+    with pytest.raises(ConfigError, match="another configuration"):
+        run_grid(spec, "quick", tmp_path / "r", data_dir, **QUIET)
+
+
+def test_repository_specs_expand(data_dir):
+    """Every spec in experiments/ loads under both profiles; hub-only tasks are skipped offline with a reason."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "experiments"
+    specs = {p.stem: load_spec(p) for p in sorted(root.glob("*.yaml"))}
+    assert {"glue", "superglue", "cross_domain", "transfer", "layer_sweep", "ablation", "efficiency"} <= set(specs)
+    for name, spec in specs.items():
+        for profile in ("quick", "full"):
+            spec.for_profile(profile)
+    glue = expand(specs["glue"], "quick", data_dir)
+    skipped = {c.task for c in glue if c.skip}
+    assert skipped == {"mnli", "qnli", "qqp"} and all("hub-only" in c.skip for c in glue if c.skip)
+    assert sum(1 for c in glue if not c.skip) == 8 * 5
+    full = expand(specs["glue"], "full", data_dir)
+    assert {c.seed for c in full} == {0, 1, 2} and all(c.train["epochs"] == 30 for c in full)
+    assert all(c.train["train_limit"] is None for c in full)
+    cross = expand(specs["cross_domain"], "quick", data_dir)
+    assert {c.kind for c in cross} == {"train", "eval", "zero-shot"} and not any(c.skip for c in cross)
+    assert all(c.limit <= 500 for c in cross if c.kind != "train")
+    transfer = expand(specs["transfer"], "quick", data_dir)
+    runnable = {c.id for c in transfer if not c.skip}
+    assert "id-spam_sst2_minilm-l6_s0__imdb-test" in runnable and "id-spam_imdb_minilm-l6_s0__sst2-validation" in runnable
+    assert "id-spam_mrpc_minilm-l6_s0__fewshot100-rte" in runnable
+    assert not any(c.eval_task == "qqp" or c.task == "qqp" for c in transfer if not c.skip)
+    ablation = expand(specs["ablation"], "quick", data_dir)
+    assert {c.method for c in ablation} == {"mean-pooling", "id-spam"}
+    assert [c.method_config for c in ablation if c.method == "mean-pooling"][0]["producer"] == {"pooling": "mean"}
+    assert {c.kind for c in expand(specs["efficiency"], "quick", data_dir)} == {"train", "params"}
+
+
+def test_only_filter_adds_dependencies(tmp_path, data_dir):
+    from softprompt.experiments.grid import select
+
+    spec = tiny_spec(tmp_path, eval_tasks=["fpb-binary"])
+    cells = expand(spec, "quick", data_dir)
+    chosen = select(cells, "id-spam*fpb*")
+    assert [c.id for c in chosen] == ["id-spam_sst2_tiny-bert_s0", "id-spam_sst2_tiny-bert_s0__fpb-binary-validation"]
+    with pytest.raises(ConfigError, match="matches no cell"):
+        select(cells, "nothing-like-this")

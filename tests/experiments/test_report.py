@@ -1,0 +1,95 @@
+"""softprompt report from crafted result.json files: mean ± std, bold best soft prompt, Mean column, plots."""
+
+from __future__ import annotations
+
+import json
+
+from softprompt.commands import report
+from softprompt.experiments.report import Row, Table
+
+METHODS = [("lora", False), ("prompt-tuning", True), ("id-spam", True)]
+SCORES = {  # method -> task -> one score per seed
+    "lora": {"sst2": [95.0, 95.0, 95.0], "mrpc": [70.0, 72.0, 74.0]},
+    "prompt-tuning": {"sst2": [80.0, 82.0, 84.0], "mrpc": [60.0, 60.0, 60.0]},
+    "id-spam": {"sst2": [84.0, 85.0, 86.0], "mrpc": [70.0, 72.0]},  # one seed missing
+}
+
+
+def write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def craft(root):
+    spec = root / "crafted"
+    write(spec / "manifest.json", {
+        "spec": "crafted", "title": "Crafted GLUE", "profile": "full", "tasks": ["sst2", "mrpc"],
+        "backbones": ["tiny-bert"], "seeds": [0, 1, 2],
+        "methods": [{"label": m, "soft_prompt": sp} for m, sp in METHODS],
+        "runs": [{"command": "softprompt bench crafted.yaml --profile full", "git_commit": "abcdef1234567890",
+                  "machine": {"platform": "Linux-test", "cores": 2, "device": "cpu", "torch": "2.13"},
+                  "wall_s": 3600, "status": "complete", "ran": 17}],
+        "published": [{"title": "Paper", "columns": ["sst2"], "rows": {"id-spam": [92.7]}}],
+    })
+    soft = dict(METHODS)
+    for method, tasks in SCORES.items():
+        for task, scores in tasks.items():
+            for seed, score in enumerate(scores):
+                cell = f"{method}_{task}_tiny-bert_s{seed}"
+                write(spec / cell / "result.json", {
+                    "cell": cell, "kind": "train", "method": method, "soft_prompt": soft[method], "task": task,
+                    "backbone": "tiny-bert", "seed": seed, "layer": None, "split": "validation",
+                    "metric": "accuracy" if task == "sst2" else "acc_macro_f1", "score": score,
+                    "trainable_params": {"lora": 4000, "prompt-tuning": 700, "id-spam": 190000}[method],
+                    "profile": "full", "git_commit": "abcdef1234567890", "run_dir": "run"})
+                if seed == 0:
+                    (spec / cell / "run").mkdir()
+                    (spec / cell / "run" / "metrics.jsonl").write_text("".join(
+                        json.dumps({"step": s, "eval": {"main": score - 4 + s, "accuracy": score - 4 + s,
+                                                        "acc_macro_f1": score - 4 + s}}) + "\n" for s in (1, 2, 3)))
+    sweep = root / "sweep"
+    for m, scores in (("id-spam", [60.0, 66.0, 63.0]), ("lpt", [55.0, 61.0, 64.0])):
+        for layer, score in enumerate(scores):
+            write(sweep / f"{m}_rte_tiny-bert_s0_m{layer}" / "result.json", {
+                "kind": "train", "method": m, "soft_prompt": True, "task": "rte", "backbone": "tiny-bert",
+                "seed": 0, "layer": layer, "metric": "accuracy", "score": score})
+    return spec
+
+
+def test_table_with_mean_std_bold_best_soft_prompt_and_mean_column(tmp_path):
+    craft(tmp_path)
+    assert report.main([str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "crafted.md").read_text()
+    assert "| Method | sst2 (accuracy) | mrpc (acc_macro_f1) | Mean |" in md
+    # LoRA is a baseline: the highest numbers, never bold
+    assert "| lora | 95.0 ± 0.0 | 72.0 ± 2.0 | 83.5 |" in md
+    # sample std over seeds; the best soft-prompt method per column (and in Mean) in bold
+    assert "| prompt-tuning | 82.0 ± 2.0 | 60.0 ± 0.0 | 71.0 |" in md
+    assert "| id-spam | **85.0 ± 1.0** | **71.0 ± 1.4** | **78.0** |" in md
+    # provenance: command, commit, machine, backbone, profile
+    for text in ("softprompt bench crafted.yaml --profile full", "abcdef123456", "Linux-test, 2 cores",
+                 "Backbone(s): tiny-bert", "Profile: full"):
+        assert text in md, text
+    assert "Published: Paper" in md and "| id-spam | **92.7** |" in md
+
+    sweep_md = (tmp_path / "rep" / "sweep.md").read_text()
+    assert "| Method — task | m=0 | m=1 | m=2 | Mean |" in sweep_md
+    assert "| id-spam — rte (accuracy) | 60.0 | 66.0 | 63.0 | 63.0 |" in sweep_md
+
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "<b>85.0 ± 1.0</b>" in html and "Crafted GLUE" in html
+    img = tmp_path / "rep" / "img"
+    for name in ("sweep-layer-sweep-tiny-bert.png", "crafted-score-vs-params-tiny-bert.png",
+                 "crafted-curve-train-sst2-tiny-bert.png"):
+        assert (img / name).stat().st_size > 1000, name
+        assert f"img/{name}" in html
+
+
+def test_ties_are_all_bold_and_lower_is_better_tables():
+    t = Table("t", ["a"], [Row("x", {"a": [1.04]}), Row("y", {"a": [1.0]}), Row("z", {"a": [2.0]}, eligible=False)],
+              mean_column=False)
+    assert "| x | **1.0** |" in t.markdown() and "| y | **1.0** |" in t.markdown() and "| z | 2.0 |" in t.markdown()
+    fast = Table("t", ["a"], [Row("x", {"a": [3.0]}), Row("y", {"a": [1.0, 2.0]})], better="low", mean_column=False)
+    assert "| x | 3.0 |" in fast.markdown() and "| y | **1.5 ± 0.7** |" in fast.markdown()
+    incomplete = Table("t", ["a", "b"], [Row("x", {"a": [1.0], "b": []})])
+    assert "| x | **1.0** | – | **1.0 †** |" in incomplete.markdown()
