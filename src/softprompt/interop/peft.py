@@ -1,0 +1,401 @@
+"""Exchange soft prompts with peft: `export_peft` writes a real peft adapter, `import_peft` reads one.
+
+What maps onto what (peft 0.21):
+
+    softprompt method                     peft adapter
+    prompt-tuning (static @ embeddings)   PROMPT_TUNING   prompt_embeddings (P, d)
+    p-tuning (encoder @ embeddings)       PROMPT_TUNING   the encoder's output, materialised (peft's
+                                                          P-tuning encoder is a different MLP, so it
+                                                          cannot hold ours; in inference peft uses the
+                                                          materialised vectors anyway)
+    prefix-tuning (MLP @ kv)              PREFIX_TUNING   prefix_projection=False, the MLP's output
+    p-tuning-v2 (static @ kv)             PREFIX_TUNING   materialised: prompt_embeddings (P, L*2*kv_dim)
+
+The key/value layout is the same on both sides: the last axis of `prompt_embeddings` is
+(layer, key|value, kv_head, head_dim), peft's `num_attention_heads` is the number of key/value
+heads and `token_dim` = kv_heads * head_dim (grouped-query attention, as peft sets it up).
+
+Task types: decoders export CAUSAL_LM, encoders FEATURE_EXTRACTION (softprompt loads them as
+the bare encoder, AutoModel) and T5 SEQ_2_SEQ_LM with num_transformer_submodules=1 (prompts on
+the encoder only, as softprompt does). None of these has a classifier, and softprompt's head
+(mean / last-token pooling + linear, or a verbalizer) does not line up with the heads of
+*ForSequenceClassification models (BERT's pools [CLS] through a tanh layer; Llama's `score`
+has no bias). So the head travels next to the peft files, in `softprompt_head.safetensors` +
+`softprompt.json`, which peft ignores and `import_peft` uses to rebuild the exact model. What
+peft reproduces is everything up to the final hidden states (and the LM logits of decoders);
+applying the sidecar head to peft's hidden states gives softprompt's logits.
+
+Positions: prompts at the embeddings take positions 0..P-1 and the text follows (peft
+concatenates inputs_embeds); key/value prefixes shift text positions by P (HF's cache path).
+HF decoders number positions by column, so with *left* padding peft's text positions include
+the pads while softprompt counts from each row's first real token: they agree on right-padded
+and unpadded batches. peft's FEATURE_EXTRACTION model drops token_type_ids, so encoder outputs
+agree for single-segment inputs (segment B of a BERT pair gets type 0 under peft).
+
+Not exportable: input-dependent producers (ID-SPAM, LPT, SMoP), DePT (it also edits the token
+embeddings), prompts entering at a hidden layer, key/value prefixes on a subset of layers,
+LoRA / full fine-tuning, and prefixes on T5 (peft puts them in the decoder) or MPNet (no cache
+in HF's MPNet).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from softprompt import __version__
+from softprompt.errors import AdapterError
+
+PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = "adapter_model.safetensors"
+PEFT_PICKLE = "adapter_model.bin"
+SIDECAR_META = "softprompt.json"
+SIDECAR_HEAD = "softprompt_head.safetensors"
+SIDECAR_FORMAT = "softprompt-peft-sidecar"
+
+SUPPORTED_EXPORT = {
+    "prompt-tuning": "PROMPT_TUNING",
+    "p-tuning": "PROMPT_TUNING (materialised)",
+    "prefix-tuning": "PREFIX_TUNING (materialised, prefix_projection=False)",
+    "p-tuning-v2": "PREFIX_TUNING",
+}
+SUPPORTED_IMPORT = ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING")
+EXPORTABLE_PRODUCERS = ("static", "mlp", "encoder")
+NO_KV_FAMILIES = {"t5": "peft puts prefix key/values into T5's decoder, softprompt into its encoder",
+                  "mpnet": "HF's MPNet attention takes no key/value cache"}
+
+
+class PeftInteropError(AdapterError):
+    """A model or adapter that cannot be translated between softprompt and peft."""
+
+
+def _supported_text() -> str:
+    return ", ".join(f"{k} -> {v}" for k, v in SUPPORTED_EXPORT.items())
+
+
+# ------------------------------------------------------------------------------------ shapes
+@dataclasses.dataclass
+class PeftLayout:
+    """How a softprompt prompt maps onto a peft prompt-learning config."""
+
+    peft_type: str  # PROMPT_TUNING | PREFIX_TUNING
+    task_type: str
+    num_virtual_tokens: int
+    num_layers: int
+    token_dim: int
+    num_attention_heads: int
+
+    @property
+    def prompt_shape(self) -> tuple[int, int]:
+        if self.peft_type == "PREFIX_TUNING":
+            return self.num_virtual_tokens, self.num_layers * 2 * self.token_dim
+        return self.num_virtual_tokens, self.token_dim
+
+
+def task_type_for(backbone) -> str:
+    return {"decoder": "CAUSAL_LM", "encoder": "FEATURE_EXTRACTION", "encoder-decoder": "SEQ_2_SEQ_LM"}[backbone.kind]
+
+
+def layout_for(runner, backbone, peft_type: str, num_tokens: int) -> PeftLayout:
+    if peft_type == "PREFIX_TUNING":
+        heads, head_dim = runner.prefix_shape()
+        return PeftLayout(peft_type, task_type_for(backbone), num_tokens, runner.num_layers, heads * head_dim, heads)
+    return PeftLayout(peft_type, task_type_for(backbone), num_tokens, runner.num_layers, runner.hidden_size,
+                      runner.num_heads)
+
+
+def export_layout(model) -> PeftLayout:
+    """The peft layout of a model's prompt, or PeftInteropError naming why there is none."""
+    from softprompt.producers import Producer
+    from softprompt.sites import HiddenSite, KVSite
+
+    method, producer, site = model.method, model.producer, model.site
+    what = f"method {method.name!r}"
+    if producer is not None:
+        what += f" ({method.producer_kind} producer at {site.describe()})"
+    why = None
+    if producer is None:
+        why = "it has no soft prompt"
+    elif method.backbone != "frozen":
+        why = f"it trains the backbone ({method.backbone}); a peft prompt adapter holds only the prompt"
+    elif producer.input_dependent:
+        why = "its prompt depends on the input"
+    elif type(producer).adjust_embeddings is not Producer.adjust_embeddings:
+        why = "it also changes the token embeddings"
+    elif method.producer_kind not in EXPORTABLE_PRODUCERS:
+        why = f"its {method.producer_kind!r} producer is not one of {', '.join(EXPORTABLE_PRODUCERS)}"
+    elif isinstance(site, HiddenSite) and site.boundary != 0:
+        why = "its prompt enters at a hidden layer; peft prompts enter at the input embeddings or as key/value prefixes"
+    elif isinstance(site, KVSite) and site.layers != list(range(model.runner.num_layers)):
+        why = "its key/value prefixes cover only some layers; peft's prefix tuning covers every layer"
+    elif isinstance(site, KVSite) and model.backbone.family in NO_KV_FAMILIES:
+        why = NO_KV_FAMILIES[model.backbone.family]
+    if why:
+        raise PeftInteropError(f"{what} cannot be exported as a peft adapter: {why}. Supported: {_supported_text()}")
+    peft_type = "PREFIX_TUNING" if isinstance(site, KVSite) else "PROMPT_TUNING"
+    return layout_for(model.runner, model.backbone, peft_type, producer.num_tokens)
+
+
+# ------------------------------------------------------------------------------------ export
+@torch.no_grad()
+def peft_prompt_tensor(model) -> torch.Tensor:
+    """The materialised prompt in peft's `prompt_embeddings` layout (the model is not changed)."""
+    layout = export_layout(model)
+    prompt = model.producer.fold()(None)[0].detach().float().cpu().contiguous()
+    if tuple(prompt.shape) != layout.prompt_shape:  # same layout on both sides; guard against drift
+        raise PeftInteropError(f"prompt has shape {tuple(prompt.shape)}, peft expects {layout.prompt_shape}")
+    return prompt
+
+
+def peft_config_for(model, layout: PeftLayout | None = None):
+    """A peft PromptTuningConfig / PrefixTuningConfig describing the model's prompt."""
+    from peft import PrefixTuningConfig, PromptTuningConfig
+
+    layout = layout or export_layout(model)
+    common = dict(task_type=layout.task_type, num_virtual_tokens=layout.num_virtual_tokens,
+                  token_dim=layout.token_dim, num_layers=layout.num_layers,
+                  num_attention_heads=layout.num_attention_heads, num_transformer_submodules=1,
+                  base_model_name_or_path=model.backbone.name, inference_mode=True)
+    if layout.peft_type == "PREFIX_TUNING":
+        return PrefixTuningConfig(**common, prefix_projection=False, encoder_hidden_size=layout.token_dim)
+    return PromptTuningConfig(**common, prompt_tuning_init="RANDOM")
+
+
+def _load_model(model_or_dir):
+    if not isinstance(model_or_dir, (str, os.PathLike)):
+        return model_or_dir
+    from softprompt.train.inference import load_run_adapter
+
+    return load_run_adapter(model_or_dir)[0]
+
+
+def export_peft(model_or_run_dir, out_dir: str | os.PathLike, *, task: str | None = None,
+                label_names: list[str] | None = None) -> Path:
+    """Write a peft adapter (adapter_config.json + adapter_model.safetensors) and the head sidecar.
+
+    `model_or_run_dir`: a SoftPromptModel, a run folder (with adapter/) or an adapter folder.
+    Load the result with `PeftModel.from_pretrained(base, out_dir)` on the same base model.
+    """
+    model = _load_model(model_or_run_dir)
+    layout = export_layout(model)
+    prompt = peft_prompt_tensor(model)
+    config = peft_config_for(model, layout)
+    meta_in = getattr(model, "adapter_meta", None) or {}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(str(out))
+    save_file({"prompt_embeddings": prompt}, str(out / PEFT_WEIGHTS), metadata={"format": "pt"})
+    head = {k: v.detach().float().cpu().clone().contiguous() for k, v in model.head.state_dict().items()}
+    if head:
+        save_file(head, str(out / SIDECAR_HEAD), metadata={"format": SIDECAR_FORMAT})
+    bb = model.backbone
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        "format_version": 1,
+        "softprompt_version": __version__,
+        "peft_type": layout.peft_type,
+        "materialised": model.method.producer_kind != "static",
+        "source_method": dataclasses.asdict(model.method),
+        "head": dataclasses.asdict(model.method.head),
+        "head_kind": model.head_kind,
+        "pooling": model.pooling,
+        "num_labels": model.num_labels,
+        "is_regression": model.is_regression,
+        "label_words": model.label_words,
+        "task": task or meta_in.get("task"),
+        "label_names": list(label_names or meta_in.get("label_names") or []),
+        "base_model": bb.name,
+        "base_family": bb.family,
+        "base_fingerprint": bb.fingerprint(),
+    }
+    (out / SIDECAR_META).write_text(json.dumps(sidecar, indent=2, sort_keys=True))
+    return out
+
+
+def to_peft_model(model, out_dir: str | os.PathLike, base=None):
+    """Export `model` and load it back as a live peft model on `base` (default: the model's own backbone)."""
+    from peft import PeftModel
+
+    export_peft(model, out_dir)
+    return PeftModel.from_pretrained(base if base is not None else model.backbone.model, str(out_dir))
+
+
+# ------------------------------------------------------------------------------------ import
+def read_peft_config(directory: str | os.PathLike) -> dict[str, Any]:
+    path = Path(directory) / PEFT_CONFIG
+    if not path.is_file():
+        raise PeftInteropError(f"{path}: not found (a peft adapter folder holds {PEFT_CONFIG} and {PEFT_WEIGHTS})")
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PeftInteropError(f"{path}: not valid JSON: {err}") from None
+    if not isinstance(cfg, dict):
+        raise PeftInteropError(f"{path}: expected a JSON object")
+    kind = cfg.get("peft_type")
+    if kind not in SUPPORTED_IMPORT:
+        raise PeftInteropError(f"{path}: peft_type {kind!r} cannot be imported; supported: {', '.join(SUPPORTED_IMPORT)}")
+    for key in ("num_virtual_tokens", "token_dim", "num_layers"):
+        if not isinstance(cfg.get(key), int) or cfg[key] < 1:
+            raise PeftInteropError(f"{path}: field {key!r} must be a positive integer, got {cfg.get(key)!r}")
+    return cfg
+
+
+def read_sidecar(directory: str | os.PathLike) -> dict[str, Any] | None:
+    path = Path(directory) / SIDECAR_META
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PeftInteropError(f"{path}: not valid JSON: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
+        raise PeftInteropError(f"{path}: field 'format' must be {SIDECAR_FORMAT!r}")
+    return meta
+
+
+def _check_layout(cfg: dict, layout: PeftLayout, prompt: torch.Tensor, where: str, family: str) -> None:
+    if cfg["peft_type"] == "PREFIX_TUNING" and family in NO_KV_FAMILIES:
+        raise PeftInteropError(f"{where}: prefix tuning on {family} cannot be imported: {NO_KV_FAMILIES[family]}")
+    submodules = cfg.get("num_transformer_submodules") or 1
+    if submodules != 1:
+        raise PeftInteropError(f"{where}: num_transformer_submodules={submodules} (prompts on the decoder too); "
+                               "softprompt prompts T5's encoder only, so only adapters with 1 can be imported")
+    expect = {"num_layers": layout.num_layers, "token_dim": layout.token_dim}
+    if cfg["peft_type"] == "PREFIX_TUNING":
+        expect["num_attention_heads"] = layout.num_attention_heads
+    for key, value in expect.items():
+        if cfg.get(key) != value:
+            raise PeftInteropError(f"{where}: {key}={cfg.get(key)} does not fit the base model ({key} {value})")
+    if tuple(prompt.shape) != layout.prompt_shape:
+        raise PeftInteropError(f"{where}: prompt_embeddings has shape {tuple(prompt.shape)}, "
+                               f"expected {layout.prompt_shape} for this config")
+    if not bool(torch.isfinite(prompt).all()):
+        raise PeftInteropError(f"{where}: prompt_embeddings holds NaN or infinite values")
+
+
+SCORE_KEY = "base_model.score.weight"  # what peft saves of a *ForSequenceClassification decoder's head
+
+
+def _decoder_score(tensors: dict[str, torch.Tensor], backbone, runner) -> torch.Tensor | None:
+    """The `score` matrix of a SEQ_CLS decoder adapter, when softprompt's head can hold it exactly."""
+    score = tensors.get(SCORE_KEY)
+    if score is None or backbone.kind != "decoder":
+        return None
+    if score.dim() != 2 or score.shape[1] != runner.hidden_size or not bool(torch.isfinite(score).all()):
+        raise PeftInteropError(f"{SCORE_KEY}: expected a finite (num_labels, {runner.hidden_size}) matrix, "
+                               f"got shape {tuple(score.shape)}")
+    return score
+
+
+def import_peft(directory: str | os.PathLike, backbone=None, *, num_labels: int | None = None,
+                is_regression: bool | None = None, label_words: list[str] | None = None,
+                head: dict[str, Any] | None = None, check_base: bool = True, seed: int = 0):
+    """A SoftPromptModel from a peft prompt-tuning / p-tuning / prefix-tuning adapter (safetensors only).
+
+    The prompt becomes a static prompt at the embeddings (method prompt-tuning) or static
+    key/value prefixes (p-tuning-v2). The head comes from the softprompt sidecar when the
+    adapter was written by `export_peft`; otherwise a new head is made (seeded by `seed`) for
+    `num_labels` classes (default 2), or a verbalizer when `label_words` are given. A decoder
+    SEQ_CLS adapter's `score` matrix (modules_to_save) becomes a last-token head with zero bias,
+    which is what LlamaForSequenceClassification / GPT2ForSequenceClassification compute; other
+    classifiers (BERT's sits on its tanh pooler) are ignored with a warning.
+    `backbone` defaults to the sidecar's base model, else the config's base_model_name_or_path.
+    """
+    from softprompt.adapter import check_tensors, read_tensors
+    from softprompt.methods import method_config
+    from softprompt.model import SoftPromptModel
+    from softprompt.runners import runner_for
+
+    directory = Path(directory)
+    cfg = read_peft_config(directory)
+    weights = directory / PEFT_WEIGHTS
+    if not weights.is_file():
+        extra = f" ({PEFT_PICKLE} is a pickle and is never loaded; re-save with safe_serialization=True)" if (
+            directory / PEFT_PICKLE).exists() else ""
+        raise PeftInteropError(f"{weights}: not found{extra}")
+    tensors = read_tensors(weights)
+    if "prompt_embeddings" not in tensors:
+        raise PeftInteropError(f"{weights}: no 'prompt_embeddings' tensor (found {sorted(tensors)[:5]})")
+    sidecar = read_sidecar(directory)
+
+    if backbone is None:
+        from softprompt.backbones import load_backbone
+
+        name = (sidecar or {}).get("base_model") or cfg.get("base_model_name_or_path")
+        if not name:
+            raise PeftInteropError(f"{directory / PEFT_CONFIG}: no base_model_name_or_path; pass a backbone")
+        backbone = load_backbone(name)
+    if sidecar and check_base and backbone.fingerprint() != sidecar.get("base_fingerprint"):
+        raise PeftInteropError(
+            f"{directory / SIDECAR_META}: exported from base model {sidecar.get('base_model')!r} "
+            f"(fingerprint {str(sidecar.get('base_fingerprint'))[:12]}), but the loaded base {backbone.name!r} "
+            f"has fingerprint {backbone.fingerprint()[:12]}"
+        )
+
+    peft_type = "PREFIX_TUNING" if cfg["peft_type"] == "PREFIX_TUNING" else "PROMPT_TUNING"
+    prompt = tensors["prompt_embeddings"]
+    if prompt.dim() != 2:
+        raise PeftInteropError(f"{weights}: prompt_embeddings must be 2-D, got shape {tuple(prompt.shape)}")
+    runner = runner_for(backbone.family, backbone.model)
+    layout = layout_for(runner, backbone, peft_type, cfg["num_virtual_tokens"])
+    _check_layout(cfg, layout, prompt, str(directory), backbone.family)
+
+    score = _decoder_score(tensors, backbone, runner) if not sidecar and head is None and not label_words else None
+    used = {"prompt_embeddings"} | ({SCORE_KEY} if score is not None else set())
+    ignored = sorted(set(tensors) - used)
+    if ignored:
+        warnings.warn(f"{weights}: ignoring tensors softprompt has no place for (e.g. a classifier in "
+                      f"modules_to_save): {ignored[:5]}", stacklevel=2)
+    if sidecar:
+        head_cfg = head or sidecar.get("head") or {}
+        num_labels = num_labels or int(sidecar["num_labels"])
+        is_regression = bool(sidecar.get("is_regression")) if is_regression is None else is_regression
+        label_words = label_words or sidecar.get("label_words") or None
+    elif score is not None:  # a SEQ_CLS decoder's `score`: a bias-free linear map of the last token
+        if num_labels not in (None, score.shape[0]):
+            raise PeftInteropError(f"{weights}: {SCORE_KEY} has {score.shape[0]} outputs, but num_labels={num_labels}")
+        head_cfg = {"kind": "regression" if is_regression else "classification", "pooling": "last"}
+        num_labels = score.shape[0]
+        is_regression = bool(is_regression)
+    else:
+        head_cfg = head or ({"kind": "verbalizer"} if label_words else {})
+        num_labels = num_labels or (len(label_words) if label_words else 2)
+        is_regression = bool(is_regression)
+    producer = {"kind": "static", "num_tokens": cfg["num_virtual_tokens"], "init": "random"}
+    name = "p-tuning-v2" if peft_type == "PREFIX_TUNING" else "prompt-tuning"
+    method = method_config(name, producer=producer, head=head_cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SoftPromptModel(backbone, method, num_labels, is_regression, label_words)
+    with torch.no_grad():
+        model.producer.prompt.copy_(prompt.to(model.producer.prompt.dtype))
+    head_file = directory / SIDECAR_HEAD
+    if score is not None:
+        with torch.no_grad():
+            model.head.out.weight.copy_(score.to(model.head.out.weight.dtype))
+            model.head.out.bias.zero_()
+    head_source = "new" if model.head_kind != "verbalizer" else "verbalizer"
+    if score is not None:
+        head_source = "peft score"
+    if sidecar and head is None:
+        head_source = "sidecar"
+        if head_file.is_file():
+            head_tensors = read_tensors(head_file)
+            check_tensors(head_tensors, model.head.state_dict(), str(head_file))
+            model.head.load_state_dict(head_tensors)
+        elif model.head.state_dict():
+            raise PeftInteropError(f"{head_file}: not found, but {directory / SIDECAR_META} describes a head with weights")
+    model.adapter_meta = {
+        "task": (sidecar or {}).get("task"),
+        "label_names": list((sidecar or {}).get("label_names") or []),
+        "imported_from": {"format": "peft", "path": str(directory), "peft_type": cfg["peft_type"],
+                          "task_type": cfg.get("task_type"), "head": head_source},
+    }
+    return model.eval()

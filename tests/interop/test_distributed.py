@@ -1,0 +1,67 @@
+"""softprompt's trainer under DDP: 2 CPU processes (torchrun, gloo) = 1 process with the same global batch.
+
+tiny-bert, prompt tuning, 32 SST-2 examples, 2 epochs of 4 steps. The single process uses
+batch_size 8; the two DDP processes use batch_size 4 each (the trainer's global batch is
+batch_size * num_processes, split as batches[b][rank::world]), so both see the same batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("ddp")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "ACCELERATE_USE_CPU": "true"}  # as `accelerate launch --cpu`; without it accelerate ignores WORLD_SIZE on CPU
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    ddp = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
+         str(root / "ddp"), str(data_dir), "4"],
+        env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    single = subprocess.run([sys.executable, str(WORKER), str(root / "single"), str(data_dir), "8"],
+                            env={**env, "CUDA_VISIBLE_DEVICES": ""}, cwd=root, capture_output=True, text=True,
+                            timeout=300)
+    try:
+        out, _ = ddp.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        ddp.kill()
+        raise
+    assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
+    assert ddp.returncode == 0, out[-5000:]
+    out = {name: (json.loads((root / name / "worker.json").read_text()), load_file(str(root / name / "final.safetensors")))
+           for name in ("ddp", "single")}
+    out["initial"] = load_file(str(root / "single" / "initial.safetensors"))
+    return out
+
+
+def test_ddp_two_processes_match_one_process(runs):
+    (ddp_info, ddp), (one_info, one) = runs["ddp"], runs["single"]
+    assert ddp_info["world"] == 2 and ddp_info["backend"] == "gloo"
+    assert one_info["world"] == 1
+    assert ddp_info["steps"] == one_info["steps"] == 8  # 2 epochs x 32 / 8
+    assert ddp_info["total_steps"] == one_info["total_steps"] == 8
+    assert sorted(ddp) == sorted(one) == ["head.out.bias", "head.out.weight", "producer.prompt"]
+    for name in one:
+        diff = (ddp[name] - one[name]).abs().max().item()
+        assert diff < TOL, f"{name}: DDP differs from one process by {diff}"
+    moved = (one["producer.prompt"] - runs["initial"]["producer.prompt"]).abs().max().item()
+    assert moved > 1e-3  # training did change the prompt, so the equality above means something
+
+
+@pytest.mark.xfail(strict=False, reason="Trainer._build_optimizer counts per-process batches, so under DDP the LR "
+                                        "schedule is num_processes times too long (fix: divide by batch_size * "
+                                        "num_processes); ddp_worker.correct_schedule works around it")
+def test_trainer_schedule_counts_global_batches(runs):
+    assert runs["ddp"][0]["total_steps_by_trainer"] == runs["single"][0]["total_steps_by_trainer"]
