@@ -24,6 +24,10 @@ COMMANDS: dict[str, str] = {
     "serve": "serve",
     "explain": "explain",
     "tune": "tune",
+    "bench": "bench",
+    "report": "report",
+    "export": "export",
+    "import-peft": "import_peft",
 }
 
 
