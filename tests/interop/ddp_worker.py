@@ -1,6 +1,6 @@
 """Subprocess entry for the distributed test: softprompt's trainer on tiny-bert, 32 SST-2 examples.
 
-    python ddp_worker.py OUT DATA_DIR PER_PROCESS_BATCH                                   (one process)
+    python ddp_worker.py OUT DATA_DIR PER_PROCESS_BATCH [TRAIN_LIMIT]                     (one process)
     ACCELERATE_USE_CPU=true torchrun --standalone --nproc_per_node 2 ddp_worker.py ...    (DDP, gloo on CPU)
 
 ACCELERATE_USE_CPU (what `accelerate launch --cpu` sets) is needed on a machine without GPUs:
@@ -43,9 +43,10 @@ def correct_schedule(trainer) -> bool:
 
 
 out_dir, data_dir, batch_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+train_limit = int(sys.argv[4]) if len(sys.argv) > 4 else 32  # 32 = 4 full global batches of 8
 torch.set_num_threads(1)
 cfg = TrainConfig(
-    backbone="tiny-bert", task="sst2", data_dir=data_dir, output_dir=out_dir, train_limit=32, eval_limit=8,
+    backbone="tiny-bert", task="sst2", data_dir=data_dir, output_dir=out_dir, train_limit=train_limit, eval_limit=8,
     # head dropout off: each process would draw its own dropout masks
     method={"name": "prompt-tuning", "producer": {"num_tokens": 4}, "head": {"dropout": 0.0}},
     epochs=2, batch_size=batch_size, max_length=48, checkpoint_every=0, progress=False, cache="none",

@@ -3,12 +3,18 @@
 tiny-bert, prompt tuning, 32 SST-2 examples, 2 epochs of 4 steps. The single process uses
 batch_size 8; the two DDP processes use batch_size 4 each (the trainer's global batch is
 batch_size * num_processes, split as batches[b][rank::world]), so both see the same batches.
+Head dropout is off (each process would draw its own masks). Two things the trainer does not
+do yet are supplied by the test (see the xfail below and ddp_worker.py): ACCELERATE_USE_CPU for
+gloo DDP under torchrun on CPU, and an LR schedule counted in global batches. 32 examples make
+full global batches only; a last partial batch splits unevenly (or leaves a rank empty) and
+needs the loss weighting proposed with the trainer fix.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,22 +30,23 @@ TOL = 1e-5
 def runs(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("ddp")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "ACCELERATE_USE_CPU": "true"}  # as `accelerate launch --cpu`; without it accelerate ignores WORLD_SIZE on CPU
-    env.pop("CUDA_VISIBLE_DEVICES", None)
+           "ACCELERATE_USE_CPU": "true",  # as `accelerate launch --cpu`; without it accelerate ignores WORLD_SIZE on CPU
+           "CUDA_VISIBLE_DEVICES": ""}
+    log = open(root / "ddp.log", "w")  # a file, not a pipe: nothing can block on a full buffer
     ddp = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
          str(root / "ddp"), str(data_dir), "4"],
-        env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    single = subprocess.run([sys.executable, str(WORKER), str(root / "single"), str(data_dir), "8"],
-                            env={**env, "CUDA_VISIBLE_DEVICES": ""}, cwd=root, capture_output=True, text=True,
-                            timeout=300)
-    try:
-        out, _ = ddp.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        ddp.kill()
-        raise
+        env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:  # the single-process reference runs meanwhile
+        single = subprocess.run([sys.executable, str(WORKER), str(root / "single"), str(data_dir), "8"],
+                                env=env, cwd=root, capture_output=True, text=True, timeout=300)
+        ddp.wait(timeout=300)
+    finally:
+        if ddp.poll() is None:  # torchrun and its workers share a new session: stop them together
+            os.killpg(ddp.pid, signal.SIGKILL)
+        log.close()
     assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
-    assert ddp.returncode == 0, out[-5000:]
+    assert ddp.returncode == 0, (root / "ddp.log").read_text()[-5000:]
     out = {name: (json.loads((root / name / "worker.json").read_text()), load_file(str(root / name / "final.safetensors")))
            for name in ("ddp", "single")}
     out["initial"] = load_file(str(root / "single" / "initial.safetensors"))

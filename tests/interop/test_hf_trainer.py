@@ -69,3 +69,23 @@ def test_trainer_trains_saves_and_reloads(tmp_path, data_dir):
     # and save_pretrained writes a regular softprompt adapter
     wrapped.save_pretrained(tmp_path / "again")
     assert torch.equal(eval_loss_and_logits(load_adapter(tmp_path / "again", bb), full)[1], logits)
+
+
+def test_wrapper_state_and_optimizer_groups():
+    from softprompt.interop.hf_trainer import build_optimizer
+
+    torch.manual_seed(0)
+    model = SoftPromptModel(load_backbone("tiny-bert"), method_config("prefix-tuning", producer={"num_tokens": 3}), 2)
+    wrapped = TrainerModel(model)
+    names = sorted(model.adapter_state())
+    assert sorted(wrapped.state_dict()) == names
+    live = wrapped.state_dict(keep_vars=True)
+    assert sorted(live) == names and all(isinstance(v, torch.nn.Parameter) for v in live.values())
+    assert not any(k.startswith(("runner.", "backbone.")) for k in wrapped.state_dict())
+    opt = build_optimizer(wrapped)
+    lrs = sorted({g["lr"] for g in opt.param_groups})
+    assert lrs == [1e-3]  # reparameterised (MLP) prompt: 1e-3, head 1e-3, as softprompt's trainer
+    opt = build_optimizer(TrainerModel(SoftPromptModel(model.backbone, method_config("prompt-tuning"), 2)))
+    assert sorted({g["lr"] for g in opt.param_groups}) == [1e-3, 3e-2]
+    out = wrapped(torch.tensor([[2, 40, 41, 3]]), labels=torch.tensor([1]))
+    assert out["loss"] is out.loss and out.logits.shape == (1, 2)
