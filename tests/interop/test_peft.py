@@ -293,3 +293,22 @@ def test_cli_export_and_import(tmp_path, capsys):
     ids, mask, _ = encode(model.backbone.tokenizer)
     with torch.no_grad():
         assert torch.allclose(back(ids, mask).logits, model(ids, mask).logits, atol=ATOL)
+
+
+def test_cli_entry_points(tmp_path, capsys):
+    from softprompt.cli import main
+
+    model = build("tiny-bert", "p-tuning")
+    save_adapter(model, tmp_path / "run" / "adapter", task="sst2", label_names=["negative", "positive"])
+    assert main(["export", "--format", "peft", str(tmp_path / "run"), str(tmp_path / "peft")]) == 0
+    assert main(["import-peft", str(tmp_path / "peft"), str(tmp_path / "back")]) == 0
+    back = load_adapter(tmp_path / "back").eval()
+    ids, mask, types = encode(model.backbone.tokenizer)
+    with torch.no_grad():
+        assert torch.allclose(back(ids, mask, types).logits, model(ids, mask, types).logits, atol=ATOL)
+    torch.manual_seed(0)
+    save_adapter(SoftPromptModel(load_backbone("tiny-bert"), method_config("id-spam"), 2), tmp_path / "idspam")
+    capsys.readouterr()
+    assert main(["export", "--format", "peft", str(tmp_path / "idspam"), str(tmp_path / "no")]) == 2
+    err = capsys.readouterr().err
+    assert "softprompt export: error:" in err and "prompt-tuning" in err and "depends on the input" in err
