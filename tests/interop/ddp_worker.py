@@ -1,45 +1,21 @@
 """Subprocess entry for the distributed test: softprompt's trainer on tiny-bert, 32 SST-2 examples.
 
-    python ddp_worker.py OUT DATA_DIR PER_PROCESS_BATCH [TRAIN_LIMIT]                     (one process)
-    ACCELERATE_USE_CPU=true torchrun --standalone --nproc_per_node 2 ddp_worker.py ...    (DDP, gloo on CPU)
-
-ACCELERATE_USE_CPU (what `accelerate launch --cpu` sets) is needed on a machine without GPUs:
-without it accelerate ignores torchrun's WORLD_SIZE on CPU and each process trains alone.
+    python ddp_worker.py OUT DATA_DIR PER_PROCESS_BATCH [TRAIN_LIMIT]      (one process)
+    torchrun --standalone --nproc_per_node 2 ddp_worker.py ...             (DDP, gloo on CPU)
 
 Writes OUT/final.safetensors (the trained adapter tensors) and OUT/worker.json from rank 0.
 """
 
 import json
-import math
 import os
 import sys
 
 import torch
 from safetensors.torch import save_file
 
-from transformers import get_linear_schedule_with_warmup
 
 from softprompt.train.config import TrainConfig
 from softprompt.train.trainer import Trainer
-
-
-def correct_schedule(trainer) -> bool:
-    """Give the LR schedule the number of optimizer steps N processes actually take.
-
-    Trainer._build_optimizer counts ceil(examples / batch_size) steps per epoch, but each
-    step consumes a global batch of batch_size * num_processes, so under DDP the linear decay
-    is stretched over N times too many steps. A no-op once the trainer counts global batches.
-    """
-    cfg, world = trainer.cfg, trainer.accelerator.num_processes
-    steps = math.ceil(math.ceil(len(trainer.train_enc) / (cfg.batch_size * world)) / cfg.grad_accum) * cfg.epochs
-    if steps == trainer.total_steps:
-        return False
-    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
-    for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"]
-    trainer.total_steps = steps
-    trainer.scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
-    return True
 
 
 out_dir, data_dir, batch_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -54,9 +30,7 @@ cfg = TrainConfig(
 trainer = Trainer(cfg, log=lambda *a: None).setup()
 world = trainer.accelerator.num_processes
 info = {"world": world, "backend": str(getattr(trainer.accelerator.state, "backend", None)),
-        "total_steps_by_trainer": trainer.total_steps}
-info["schedule_corrected"] = correct_schedule(trainer)
-info["total_steps"] = trainer.total_steps
+        "total_steps": trainer.total_steps}
 if trainer.accelerator.is_main_process:
     initial = {k: v.detach().cpu().clone().contiguous() for k, v in trainer.unwrapped.adapter_state().items()}
     save_file(initial, os.path.join(out_dir, "initial.safetensors"))

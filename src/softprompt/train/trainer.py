@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -51,7 +52,10 @@ class Trainer:
     def setup(self) -> "Trainer":
         cfg = self.cfg
         AcceleratorState._reset_state()  # a new run in the same process may change mixed precision
+        # torchrun on a machine without GPUs: accelerate only uses WORLD_SIZE on CPU when asked to (gloo)
+        cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.accelerator = Accelerator(
+            cpu=cpu_ddp,
             mixed_precision=cfg.mixed_precision,
             gradient_accumulation_steps=cfg.grad_accum,
             log_with="tensorboard" if cfg.tensorboard else None,
@@ -99,8 +103,9 @@ class Trainer:
                 if ps:
                     groups.append({"params": ps, "lr": lrs[name], "weight_decay": wd, "name": name})
         self.optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
-        per_process = math.ceil(len(self.train_enc) / cfg.batch_size)
-        self.total_steps = math.ceil(per_process / cfg.grad_accum) * cfg.epochs
+        # train() takes one step per global batch of batch_size * num_processes examples
+        per_epoch = math.ceil(len(self.train_enc) / (cfg.batch_size * self.accelerator.num_processes))
+        self.total_steps = math.ceil(per_epoch / cfg.grad_accum) * cfg.epochs
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer, int(cfg.warmup_ratio * self.total_steps), self.total_steps
         )
@@ -200,6 +205,10 @@ class Trainer:
             t0, seen, losses, epoch_seconds = time.perf_counter(), 0, [], 0.0
             for b in range(first, len(batches)):
                 local = batches[b][rank::world]
+                # DDP averages the ranks' gradients: weight each local mean by its share of the global batch
+                weight = len(local) * world / len(batches[b])
+                if not local:  # fewer examples than processes: join the all-reduce with a zero-weight example
+                    local, weight = batches[b][:1], 0.0
                 batch = collate(self.train_enc, local, tok.pad_token_id, side)
                 frozen = self._frozen_state(batch, device)
                 with acc.accumulate(self.model), acc.autocast():
@@ -213,7 +222,7 @@ class Trainer:
                             f"loss became {out.loss.item()} at epoch {epoch + 1}, step {progress['global_step']}; "
                             f"kept: last checkpoint in {self.run_dir} and the best adapter in {self.run_dir / 'adapter'}"
                         )
-                    acc.backward(out.loss)
+                    acc.backward(out.loss * weight if weight != 1 else out.loss)
                     if acc.sync_gradients and cfg.max_grad_norm:
                         acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                     self.optimizer.step()
