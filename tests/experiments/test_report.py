@@ -47,6 +47,10 @@ def craft(root):
                     (spec / cell / "run" / "metrics.jsonl").write_text("".join(
                         json.dumps({"step": s, "eval": {"main": score - 4 + s, "accuracy": score - 4 + s,
                                                         "acc_macro_f1": score - 4 + s}}) + "\n" for s in (1, 2, 3)))
+    write(spec / "zero-shot_tiny-llama__sst2-validation" / "result.json", {
+        "kind": "zero-shot", "method": "zero-shot (tiny-llama)", "backbone": "tiny-llama", "eval_task": "sst2",
+        "split": "validation", "metric": "accuracy", "score": 50.9,
+        "scores": {"accuracy": 50.9, "f1": 0.0, "mcc": 0.0, "main": 50.9}})
     sweep = root / "sweep"
     for m, scores in (("id-spam", [60.0, 66.0, 63.0]), ("lpt", [55.0, 61.0, 64.0])):
         for layer, score in enumerate(scores):
@@ -71,6 +75,9 @@ def test_table_with_mean_std_bold_best_soft_prompt_and_mean_column(tmp_path):
                  "Backbone(s): tiny-bert", "Profile: full"):
         assert text in md, text
     assert "Published: Paper" in md and "| id-spam | **92.7** |" in md
+    # the zero-shot baseline is a row of its own, never bold, flagged as predicting one class
+    assert "| zero-shot (tiny-llama) | 50.9 | 50.9 |" in md
+    assert "One class for every example" in md and "- `zero-shot_tiny-llama__sst2-validation`" in md
 
     sweep_md = (tmp_path / "rep" / "sweep.md").read_text()
     assert "| Method — task | m=0 | m=1 | m=2 | Mean |" in sweep_md

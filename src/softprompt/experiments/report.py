@@ -140,6 +140,19 @@ class Table:
         return "\n".join(out)
 
 
+def _spec_position(sr: "SpecResults", r: dict) -> tuple[int, int]:
+    """Where a transfer/eval result's column sits in the spec: eval_tasks order, then pairs order."""
+    m = sr.manifest
+    for i, t in enumerate(m.get("eval_tasks") or []):
+        if t.get("task") == r.get("eval_task") and t.get("split") in (None, r.get("split")):
+            return 0, i
+    pairs = list(m.get("pairs") or []) + list((m.get("few_shot") or {}).get("pairs") or [])
+    for i, p in enumerate(pairs):
+        if p.get("train") == r.get("task") and p.get("eval") == r.get("eval_task"):
+            return 1, i
+    return 2, 0
+
+
 def _order(seen: list[str], preferred: list[str] | None) -> list[str]:
     preferred = [p for p in (preferred or []) if p in seen]
     return preferred + [s for s in seen if s not in preferred]
@@ -248,7 +261,7 @@ def transfer_tables(sr: SpecResults) -> list[Table]:
             head = f"{r['eval_task']} {r.get('split') or ''}".strip() if single else f"{r['task']}→{r['eval_task']}"
             return head + (f" ({r['metric']})" if r.get("metric") else "")
 
-        cols = _unique(col(r) for r in rs)
+        cols = _unique(col(r) for r in sorted(rs, key=lambda r: _spec_position(sr, r)))
         methods = _order(_unique(r["method"] for r in rs), sr.method_order)
         rows = [Row(m, {c: [r["score"] for r in rs if r["method"] == m and col(r) == c] for c in cols},
                     sr.soft_prompt(m)) for m in methods]
@@ -286,7 +299,7 @@ def few_shot_tables(sr: SpecResults) -> list[Table]:
         def col(r):
             return f"{r['task']}→{r['eval_task']} ({r.get('few_shot_examples') or '?'}-shot, {r.get('metric')})"
 
-        cols = _unique(col(r) for r in rs)
+        cols = _unique(col(r) for r in sorted(rs, key=lambda r: _spec_position(sr, r)))
         methods = _order(_unique(r["method"] for r in rs), sr.method_order)
         rows = [Row(m, {c: [r["score"] for r in rs if r["method"] == m and col(r) == c] for c in cols},
                     sr.soft_prompt(m)) for m in methods]
@@ -455,8 +468,10 @@ def plot_learning_curves(sr: SpecResults, img_dir: Path) -> list[Path]:
     for backbone in _unique(r.get("backbone") for r in train):
         groups = _unique((r["kind"], r.get("eval_task") or r["task"]) for r in train if r.get("backbone") == backbone)
         for kind, task in groups:
-            rs = [r for r in train if r.get("backbone") == backbone and r["kind"] == kind
-                  and (r.get("eval_task") or r["task"]) == task]
+            order = sr.method_order
+            rs = sorted((r for r in train if r.get("backbone") == backbone and r["kind"] == kind
+                         and (r.get("eval_task") or r["task"]) == task),
+                        key=lambda r: (order.index(r["method"]) if r["method"] in order else len(order), r["method"]))
             curves = [(r, *_curve(r)) for r in rs]
             curves = [c for c in curves if c[1] or c[2]]
             if not curves:
@@ -562,6 +577,29 @@ def provenance(sr: SpecResults) -> list[str]:
     return lines
 
 
+def constant_predictions(sr: SpecResults) -> list[str]:
+    """Cells of binary tasks whose predictions were (almost surely) a single class."""
+    out = []
+    for r in sr.results:
+        scores = r.get("scores") or {}
+        if "mcc" in scores and scores["mcc"] == 0.0 and "f1" in scores:
+            out.append(r.get("cell"))
+    return out
+
+
+def cell_times(sr: SpecResults) -> list[str]:
+    """Every finished cell with its score and wall time (Markdown, folded)."""
+    if not sr.results:
+        return []
+    lines = ["<details><summary>Cells: score and wall time</summary>", "",
+             "| cell | kind | metric | score | wall |", "|---|---|---|---:|---:|"]
+    for r in sorted(sr.results, key=lambda r: r.get("finished") or ""):
+        score = r.get("score")
+        lines.append(f"| {r.get('cell')} | {r.get('kind')} | {r.get('metric') or ''} | "
+                     f"{f'{score:.2f}' if isinstance(score, (int, float)) else ''} | {_duration(r.get('wall_s'))} |")
+    return lines + ["", "</details>", ""]
+
+
 def _duration(seconds: Any) -> str:
     if not isinstance(seconds, (int, float)):
         return "?"
@@ -608,6 +646,10 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, command
               "", *provenance(sr), f"- {made}", ""]
         for t in tables:
             md += [t.markdown(), ""]
+        flat = constant_predictions(sr)
+        if flat:
+            md += ["**One class for every example** (binary tasks with MCC exactly 0: the score is the majority "
+                   "or minority class rate, not learned behaviour)", ""] + [f"- `{c}`" for c in flat] + [""]
         if sr.skipped:
             md += ["**Skipped here**", ""] + [f"- `{s['cell']}`: {s['reason']}" for s in sr.skipped] + [""]
         last = (sr.manifest.get("runs") or [{}])[-1]
@@ -615,6 +657,7 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, command
             md += ["**Failed in the last run**", ""] + [f"- `{k}`: {v}" for k, v in last["failed"].items()] + [""]
         for img in images:
             md += [f"![{img.stem}](img/{img.name})", ""]
+        md += cell_times(sr)
         text = "\n".join(md)
         (out / f"{sr.name}.md").write_text(text + "\n")
         md_all += [text.replace("\n# ", "\n## ").replace("# ", "## ", 1), ""]
