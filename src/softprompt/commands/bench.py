@@ -37,7 +37,8 @@ def _list(spec_path: str, args) -> None:
 def run(args) -> int:
     from softprompt.experiments.grid import run_grid
 
-    command = "softprompt bench " + " ".join(getattr(args, "_argv", None) or sys.argv[2:])
+    prog = getattr(args, "_prog", None) or "softprompt bench"
+    command = prog + " " + " ".join(getattr(args, "_argv", None) or sys.argv[2:])
     code = 0
     for spec_path in args.spec:
         if args.list:
@@ -50,7 +51,7 @@ def run(args) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """`python -m softprompt.experiments.grid ...` (same arguments as `softprompt bench`)."""
     from softprompt.errors import SoftPromptError
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    args._argv = argv
+    args._argv, args._prog = argv, prog
     try:
         return run(args)
     except SoftPromptError as err:

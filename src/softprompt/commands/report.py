@@ -16,12 +16,13 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from softprompt.experiments.report import build_report
 
-    command = "softprompt report " + " ".join(getattr(args, "_argv", None) or sys.argv[2:])
+    prog = getattr(args, "_prog", None) or "softprompt report"
+    command = prog + " " + " ".join(getattr(args, "_argv", None) or sys.argv[2:])
     build_report(args.results_dir, args.out, command=command)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """`python -m softprompt.experiments.report ...` (same arguments as `softprompt report`)."""
     from softprompt.errors import SoftPromptError
 
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    args._argv = argv
+    args._argv, args._prog = argv, prog
     try:
         return run(args)
     except SoftPromptError as err:

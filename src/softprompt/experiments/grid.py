@@ -631,7 +631,7 @@ def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path = 
 def main(argv: list[str] | None = None) -> int:
     from softprompt.commands import bench
 
-    return bench.main(argv)
+    return bench.main(argv, prog="python -m softprompt.experiments.grid")
 
 
 if __name__ == "__main__":

@@ -721,7 +721,7 @@ def _page(made: str, specs: list[SpecResults], parts: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     from softprompt.commands import report
 
-    return report.main(argv)
+    return report.main(argv, prog="python -m softprompt.experiments.report")
 
 
 if __name__ == "__main__":
