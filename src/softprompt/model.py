@@ -46,6 +46,8 @@ class SoftPromptModel(nn.Module):
         self.num_labels = num_labels
         self.is_regression = is_regression
         self.label_words = list(label_words or [])
+        if method.backbone != "frozen" and hasattr(backbone, "fingerprint"):
+            backbone.fingerprint()  # cached now: adapters name the base as it was before training changed it
         self.runner: Runner = runner_for(backbone.family, backbone.model)
         self.site = build_site(method.site, self.runner.num_layers) if method.producer is not None else None
         self.producer: Producer | None = self._build_producer()

@@ -61,3 +61,27 @@ def test_generate_refuses_encoders():
     ids, mask, _ = batch(model.backbone.tokenizer, TEXTS[:1])
     with pytest.raises(ValueError, match="decoder or an encoder-decoder"):
         model.generate(ids, mask)
+
+
+def test_zero_shot_calibration_removes_the_content_free_prior(data_dir):
+    from softprompt.train.inference import evaluate_zero_shot
+
+    raw = evaluate_zero_shot("tiny-llama", "sst2", "validation", data_dir, limit=12, calibrate=False)
+    cal = evaluate_zero_shot("tiny-llama", "sst2", "validation", data_dir, limit=12, calibrate=True)
+    assert raw["calibrated"] is False and cal["calibrated"] is True
+    assert cal["examples"] == raw["examples"] == 12
+
+
+def test_lora_adapter_names_the_untrained_base(tmp_path):
+    from softprompt.adapter import load_adapter, save_adapter
+    from softprompt.backbones import load_backbone
+
+    model = build("tiny-bert", "lora")
+    with torch.no_grad():
+        for p in model.adapter_params().values():
+            p.add_(0.1)  # LoRA B starts at zero: make the update non-trivial
+    save_adapter(model, tmp_path / "a")
+    loaded = load_adapter(tmp_path / "a", load_backbone("tiny-bert"))  # a fresh, untouched base is accepted
+    ids, mask, types = batch(model.backbone.tokenizer, TEXTS)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(ids, mask, types).logits, model.eval()(ids, mask, types).logits)

@@ -79,8 +79,12 @@ def predict_texts(model, meta: dict, texts: list[str], pair: str | None = None, 
 
 
 def evaluate_zero_shot(backbone_name: str, task_name: str, split: str | None = None, data_dir=None, limit=None,
-                       max_length: int = 256, batch_size: int = 16, backbone=None) -> dict:
-    """Zero-shot prompting of an instruction model: instruction + verbalizer, no training."""
+                       max_length: int = 256, batch_size: int = 16, backbone=None, calibrate: bool = True) -> dict:
+    """Zero-shot prompting of an instruction model: instruction + verbalizer, no training.
+
+    `calibrate` applies contextual calibration (Zhao et al. 2021): the label-word log-probs of a
+    content-free input ("N/A") are subtracted, removing the model's prior for one label word.
+    """
     from softprompt.backbones import load_backbone
     from softprompt.methods.zero_shot import template_for, zero_shot_model
 
@@ -92,8 +96,13 @@ def evaluate_zero_shot(backbone_name: str, task_name: str, split: str | None = N
     examples, report = load_split_with_report(task, split, data_dir, limit, 0)
     enc = encode(backbone.tokenizer, examples, max_length, template=template_for(task, backbone.tokenizer))
     logits = predict_logits(model, enc, batch_size, backbone.tokenizer)
+    if calibrate:
+        pair = "N/A" if task.is_pair else None
+        blank = encode(backbone.tokenizer, [Example("N/A", pair, 0, None, "content-free")], max_length,
+                       template=template_for(task, backbone.tokenizer))
+        logits = logits - predict_logits(model, blank, 1, backbone.tokenizer)[0]
     preds = predictions_from_logits(logits, False)
     scores = compute_metrics(task, preds, enc.labels.astype(np.int64), enc.groups if task.grouped else None)
     return {"task": task.name, "split": split, "examples": len(enc), "truncated": enc.truncated,
             "max_length": max_length, "scores": scores, "data": report.summary(), "method": "zero-shot",
-            "backbone": backbone.name}
+            "backbone": backbone.name, "calibrated": calibrate}
