@@ -46,7 +46,8 @@ def test_any_unicode_text_encodes_and_runs(texts, pair, max_length):
         examples = [Example(t, pair, 0, None, f"x:{i}") for i, t in enumerate(texts)]
         enc = encode(tok, examples, max_length)
         assert all(len(ids) <= max_length for ids in enc.input_ids)
-        assert enc.truncated == sum(len(tok(t, pair)["input_ids"]) > max_length for t in texts)
+        full = tok(texts, [pair] * len(texts))["input_ids"] if pair is not None else tok(texts)["input_ids"]
+        assert enc.truncated == sum(len(ids) > max_length for ids in full)  # "" as a pair still adds its separators
         batch = collate(enc, list(range(len(texts))), tok.pad_token_id, tok.padding_side)
         with torch.no_grad():
             logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).logits
