@@ -286,5 +286,68 @@ def test_metrics_health_openapi_and_client(url, adapters):
     assert 'softprompt_requests_total{method="POST",endpoint="/v1/classify",status="404"}' in text
     schema = httpx.get(url + "/openapi.json").json()
     assert "/v1/classify" in schema["paths"] and "/v1/adapters/{name}" in schema["paths"]
-    assert "/v1/generate" not in schema["paths"]
+    assert "/v1/generate" in schema["paths"]
     assert json.dumps(schema)  # well formed
+
+
+# -- generation ----------------------------------------------------------------------------------------
+def generated_alone(backbone, folder: Path, text: str, budget: int) -> list[int]:
+    model = load_adapter(folder, backbone).eval()
+    enc = backbone.tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        row = model.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=budget)[0].tolist()
+    if backbone.family == "t5":
+        row = row[1:]
+    eos = backbone.tokenizer.eos_token_id
+    return row[: row.index(eos)] if eos in row else row
+
+
+@pytest.mark.parametrize("base,methods", [("tiny-gpt2", ("prompt-tuning", "id-spam", "p-tuning-v2")),
+                                          ("tiny-t5", ("prompt-tuning", "lpt"))])
+def test_generate_batches_requests_and_equals_each_alone(tmp_path, base, methods):
+    backbone = load_backbone(base)
+    for i, method in enumerate(methods):
+        make_adapter(backbone, method, tmp_path / f"g{i}", seed=i + 3)
+    app = build_app(backbone, tmp_path, max_wait_ms=300, max_batch=16)
+    bodies = [{"adapter": f"g{i % len(methods)}", "text": TEXTS[i % len(TEXTS)], "max_new_tokens": 4 + i % 2}
+              for i in range(6)]
+    with serve_in_thread(app) as u:
+        async def main():
+            async with httpx.AsyncClient(base_url=u, timeout=60) as c:
+                return await asyncio.gather(*(c.post("/v1/generate", json=b) for b in bodies))
+
+        responses = asyncio.run(main())
+        with Client(u) as c:
+            with pytest.raises(ServeError) as err:
+                c.generate("nope", "x")
+            assert err.value.status == 404
+            bad = httpx.post(u + "/v1/generate", json={"adapter": "g0", "text": "x", "max_new_tokens": 0})
+            assert bad.status_code == 422 and "max_new_tokens" in bad.json()["detail"]
+    reference_backbone = load_backbone(base)  # a tokenizer the server thread does not use
+    for body, resp in zip(bodies, responses):
+        assert resp.status_code == 200, resp.text
+        out = resp.json()
+        expected = generated_alone(reference_backbone, tmp_path / body["adapter"], body["text"], body["max_new_tokens"])
+        specials = set(reference_backbone.tokenizer.all_special_ids)
+        text = reference_backbone.tokenizer.decode([t for t in expected if t not in specials])
+        assert out["tokens"] == len(expected) and out["text"] == text
+        assert out["finish_reason"] in ("eos", "length") and out["adapter"] == body["adapter"]
+        assert out["tokens"] <= body["max_new_tokens"]
+
+
+def test_generate_on_an_encoder_base_is_422(url):
+    resp = httpx.post(url + "/v1/generate", json={"adapter": "pt", "text": "hello"})
+    assert resp.status_code == 422 and "encoder" in resp.json()["detail"] and "/v1/classify" in resp.json()["detail"]
+
+
+def test_predict_command_asks_the_server(url, capsys):
+    from softprompt.cli import main
+
+    assert main(["predict", "--server", url, "spam", "a gripping film", "dull"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    direct = httpx.post(url + "/v1/classify", json={"adapter": "spam", "text": "dull"}).json()
+    assert [row["text"] for row in lines] == ["a gripping film", "dull"]
+    assert lines[1]["logits"] == direct["logits"] and lines[1]["label"] == direct["label"]
+    with pytest.raises(SystemExit) as err:
+        main(["predict", "--server", url, "nope", "x"])
+    assert "answered 404" in str(err.value) and "available: pt, spam, v2" in str(err.value)

@@ -1,6 +1,8 @@
 """The HTTP API (FastAPI): classify with any loaded adapter, manage adapters, health, metrics.
 
     POST   /v1/classify          {adapter, text, text_pair?} -> {adapter, label, score, scores, logits, truncated}
+    POST   /v1/generate          {adapter, text, max_new_tokens?} -> {adapter, text, tokens, finish_reason, truncated}
+                                 (decoder and encoder-decoder bases; greedy)
     GET    /v1/adapters          loaded and refused adapters
     POST   /v1/adapters/{name}   {path}: load (or replace) an adapter at run time   [token]
     DELETE /v1/adapters/{name}   unload                                           [token]
@@ -51,13 +53,28 @@ class ClassifyResponse(BaseModel):
     truncated: bool = Field(description="the input was cut to the adapter's token limit")
 
 
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    adapter: str = Field(min_length=1, max_length=64, description="name of a loaded adapter")
+    text: str = Field(description="text to continue (decoders) or to answer (T5)")
+    max_new_tokens: int = Field(default=32, ge=1, le=512, description="most tokens to generate")
+
+
+class GenerateResponse(BaseModel):
+    adapter: str
+    text: str = Field(description="the generated text (special tokens removed)")
+    tokens: int = Field(description="generated tokens before end-of-sequence")
+    finish_reason: str = Field(description="'eos' or 'length'")
+    truncated: bool = Field(description="the input's start was cut to leave room for the prompt and the answer")
+
+
 class LoadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(min_length=1, max_length=4096, description="adapter folder on the server's filesystem")
 
 
 # -- middleware ------------------------------------------------------------------------------------
-ENDPOINTS = ("/v1/classify", "/v1/adapters", "/healthz", "/metrics", "/openapi.json", "/docs")
+ENDPOINTS = ("/v1/classify", "/v1/generate", "/v1/adapters", "/healthz", "/metrics", "/openapi.json", "/docs")
 
 
 def endpoint_label(path: str) -> str:
@@ -199,15 +216,32 @@ def create_app(settings: ServeSettings, store: AdapterStore, metrics: Metrics | 
               responses={404: {"description": "unknown adapter"}, 413: {"description": "body too large"},
                          503: {"description": "overloaded; see Retry-After"}})
     async def classify(req: ClassifyRequest) -> dict[str, Any]:
-        for field, value in (("text", req.text), ("text_pair", req.text_pair)):
-            if value is not None and len(value) > settings.max_text_chars:
-                raise HTTPException(422, f"{field} has {len(value)} characters; the limit is "
-                                         f"{settings.max_text_chars} (--max-text-chars)")
+        check_length("text", req.text)
+        check_length("text_pair", req.text_pair)
         entry = store.get(req.adapter)
         if entry is None:
             raise unknown(req.adapter)
+        result = await queued(batcher.classify(entry, req.text, req.text_pair))
+        return {"adapter": entry.name, **result}
+
+    @app.post("/v1/generate", response_model=GenerateResponse, dependencies=[Depends(read_access)],
+              responses={404: {"description": "unknown adapter"}, 422: {"description": "encoder base or bad input"},
+                         503: {"description": "overloaded; see Retry-After"}})
+    async def generate(req: GenerateRequest) -> dict[str, Any]:
+        check_length("text", req.text)
+        if backbone.kind == "encoder":
+            raise HTTPException(422, f"base {backbone.name!r} is an encoder ({backbone.family}); generation needs a "
+                                     "decoder or encoder-decoder base: use /v1/classify")
+        entry = store.get(req.adapter)
+        if entry is None:
+            raise unknown(req.adapter)
+        result = await queued(batcher.generate(entry, req.text, req.max_new_tokens))
+        return {"adapter": entry.name, **result}
+
+    async def queued(work) -> dict[str, Any]:
+        """Await a batcher job, mapping queue and inference failures to HTTP errors."""
         try:
-            result = await batcher.classify(entry, req.text, req.text_pair)
+            return await work
         except QueueFull as err:
             metrics.count_overload()
             raise HTTPException(503, f"server overloaded: {err}; retry later",
@@ -216,7 +250,11 @@ def create_app(settings: ServeSettings, store: AdapterStore, metrics: Metrics | 
             raise HTTPException(503, str(err), headers={"Retry-After": str(settings.retry_after_s)}) from None
         except Exception as err:
             raise HTTPException(500, f"inference failed: {type(err).__name__}: {err}") from None
-        return {"adapter": entry.name, **result}
+
+    def check_length(field: str, value: str | None) -> None:
+        if value is not None and len(value) > settings.max_text_chars:
+            raise HTTPException(422, f"{field} has {len(value)} characters; the limit is "
+                                     f"{settings.max_text_chars} (--max-text-chars)")
 
     @app.get("/v1/adapters", dependencies=[Depends(read_access)])
     async def adapters() -> dict[str, Any]:

@@ -3,6 +3,7 @@
     from softprompt.serve.client import Client
     c = Client("http://127.0.0.1:8000", token=None)
     c.classify("sst2-pt", "a gripping film")  # {'adapter', 'label', 'score', 'scores', 'logits', 'truncated'}
+    c.generate("qa-prompt", "Question: ...", max_new_tokens=16)  # decoder / T5 bases
     c.adapters(); c.health()
 """
 
@@ -35,6 +36,9 @@ class Client:
         if text_pair is not None:
             body["text_pair"] = text_pair
         return self._call("POST", "/v1/classify", json=body)
+
+    def generate(self, adapter: str, text: str, max_new_tokens: int = 32) -> dict[str, Any]:
+        return self._call("POST", "/v1/generate", json={"adapter": adapter, "text": text, "max_new_tokens": max_new_tokens})
 
     def adapters(self) -> dict[str, Any]:
         return self._call("GET", "/v1/adapters")
