@@ -7,7 +7,7 @@ softprompt and peft, with one plain AdamW loop over identical batches: only the 
 Reported: training samples/s, peak RSS, inference samples/s and SST-2 dev accuracy.
 Heads differ by design: peft's SEQ_CLS model uses BERT's pooler + a classifier on [CLS];
 softprompt's head is a linear map of the mean-pooled text states.
-Writes benchmarks/results/train_vs_peft.{json,md}.
+Writes benchmarks/results/train_vs_peft_<backbone>.{json,md}.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def main() -> None:
     meta = {"command": command, "commit": commit, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
             "torch": torch.__version__, "peft": peft.__version__}
     out_dir = Path(__file__).parent / "results"
-    (out_dir / "train_vs_peft.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    (out_dir / f"train_vs_peft_{args.backbone}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = ["# softprompt vs peft (SST-2, same batches and steps)", "", f"`{command}`", "",
              f"commit {commit}; {meta['machine']}; torch {meta['torch']}; peft {meta['peft']}", "",
              "| method | library | train samples/s | inference samples/s | peak RSS MB | SST-2 dev acc | trainable |",
@@ -141,7 +141,7 @@ def main() -> None:
         lines.append(f"- {method}: training speed {sp['train_samples_per_s'] / pf['train_samples_per_s']:.2f}× peft, "
                      f"inference {sp['infer_samples_per_s'] / pf['infer_samples_per_s']:.2f}×, peak memory "
                      f"{sp['peak_rss_mb'] / pf['peak_rss_mb']:.2f}×, accuracy {sp['accuracy'] - pf['accuracy']:+.2f} points")
-    (out_dir / "train_vs_peft.md").write_text("\n".join(lines) + "\n")
+    (out_dir / f"train_vs_peft_{args.backbone}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -63,15 +63,23 @@ def save_adapter(model, directory: str | os.PathLike, task: str | None = None,
     return out
 
 
+def read_json_object(path: Path, error=AdapterError, missing: str = "") -> dict[str, Any]:
+    """A JSON object from `path`, or `error` naming the file (and `missing`, a hint, when absent)."""
+    if not path.is_file():
+        raise error(f"{path}: not found{missing}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"{path}: not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
     path = Path(directory) / META
-    if not path.is_file():
-        raise AdapterError(f"{path}: not found (an adapter folder holds {META} and {WEIGHTS})")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise AdapterError(f"{path}: not valid JSON: {err}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    meta = read_json_object(path, missing=f" (an adapter folder holds {META} and {WEIGHTS})")
+    if meta.get("format") != FORMAT:
         raise AdapterError(f"{path}: field 'format' must be {FORMAT!r}")
     for key in ("method", "base_model", "base_fingerprint", "num_labels"):
         if key not in meta:

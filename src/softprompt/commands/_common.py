@@ -47,3 +47,21 @@ def parse_scalar(raw: str):
         except ValueError:
             pass
     return yaml.safe_load(raw)
+
+
+def module_main(name: str, help_text: str, add_arguments, run, argv: list[str] | None, prog: str | None) -> int:
+    """Run one command outside the `softprompt` entry point (`python -m ...`), with the same arguments."""
+    import sys
+
+    from softprompt.errors import SoftPromptError
+
+    parser = argparse.ArgumentParser(prog=f"softprompt {name}", description=help_text)
+    add_arguments(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args._argv, args._prog = argv, prog
+    try:
+        return run(args)
+    except SoftPromptError as err:
+        print(f"softprompt {name}: error: {err}", file=sys.stderr)
+        return 2

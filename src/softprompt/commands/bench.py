@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 HELP = "run an experiment spec as a resumable grid (one result.json per finished cell)"
@@ -53,15 +52,6 @@ def run(args) -> int:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """`python -m softprompt.experiments.grid ...` (same arguments as `softprompt bench`)."""
-    from softprompt.errors import SoftPromptError
+    from softprompt.commands._common import module_main
 
-    parser = argparse.ArgumentParser(prog="softprompt bench", description=HELP)
-    add_arguments(parser)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    args._argv, args._prog = argv, prog
-    try:
-        return run(args)
-    except SoftPromptError as err:
-        print(f"softprompt bench: error: {err}", file=sys.stderr)
-        return 2
+    return module_main("bench", HELP, add_arguments, run, argv, prog)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 HELP = "write Markdown tables (mean ± std, best soft prompt in bold) and index.html with plots from bench results"
@@ -24,15 +23,6 @@ def run(args) -> int:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """`python -m softprompt.experiments.report ...` (same arguments as `softprompt report`)."""
-    from softprompt.errors import SoftPromptError
+    from softprompt.commands._common import module_main
 
-    parser = argparse.ArgumentParser(prog="softprompt report", description=HELP)
-    add_arguments(parser)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    args._argv, args._prog = argv, prog
-    try:
-        return run(args)
-    except SoftPromptError as err:
-        print(f"softprompt report: error: {err}", file=sys.stderr)
-        return 2
+    return module_main("report", HELP, add_arguments, run, argv, prog)

@@ -51,6 +51,7 @@ import torch
 from safetensors.torch import save_file
 
 from softprompt import __version__
+from softprompt.adapter import read_json_object
 from softprompt.errors import AdapterError
 
 PEFT_CONFIG = "adapter_config.json"
@@ -230,14 +231,7 @@ def to_peft_model(model, out_dir: str | os.PathLike, base=None):
 # ------------------------------------------------------------------------------------ import
 def read_peft_config(directory: str | os.PathLike) -> dict[str, Any]:
     path = Path(directory) / PEFT_CONFIG
-    if not path.is_file():
-        raise PeftInteropError(f"{path}: not found (a peft adapter folder holds {PEFT_CONFIG} and {PEFT_WEIGHTS})")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PeftInteropError(f"{path}: not valid JSON: {err}") from None
-    if not isinstance(cfg, dict):
-        raise PeftInteropError(f"{path}: expected a JSON object")
+    cfg = read_json_object(path, PeftInteropError, f" (a peft adapter folder holds {PEFT_CONFIG} and {PEFT_WEIGHTS})")
     kind = cfg.get("peft_type")
     if kind not in SUPPORTED_IMPORT:
         raise PeftInteropError(f"{path}: peft_type {kind!r} cannot be imported; supported: {', '.join(SUPPORTED_IMPORT)}")
@@ -251,11 +245,8 @@ def read_sidecar(directory: str | os.PathLike) -> dict[str, Any] | None:
     path = Path(directory) / SIDECAR_META
     if not path.is_file():
         return None
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PeftInteropError(f"{path}: not valid JSON: {err}") from None
-    if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
+    meta = read_json_object(path, PeftInteropError)
+    if meta.get("format") != SIDECAR_FORMAT:
         raise PeftInteropError(f"{path}: field 'format' must be {SIDECAR_FORMAT!r}")
     return meta
 
