@@ -52,7 +52,7 @@ def worker(args) -> dict:
     bb = load_backbone(args.backbone)
     tok = bb.tokenizer
     train = encode(tok, load_split("sst2", "train", args.data_dir, args.train_limit, 0), args.max_length)
-    dev = encode(tok, load_split("sst2", "validation", args.data_dir), args.max_length)
+    dev = encode(tok, load_split("sst2", "validation", args.data_dir, args.eval_limit, 0), args.max_length)
     sp_method, peft_kind = METHODS[args.method]
     if args.library == "softprompt":
         model = SoftPromptModel(bb, method_config(sp_method), 2)
@@ -161,6 +161,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--eval-limit", type=int, default=None, help="seeded subsample of SST-2 dev (default: all 872)")
     ap.add_argument("--repeats", type=int, default=1, help="alternated runs per (library, method); speeds are medians")
     ap.add_argument("--worker", nargs=2, metavar=("LIBRARY", "METHOD"))
     args = ap.parse_args()
