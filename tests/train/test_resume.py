@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -29,12 +30,13 @@ def steps_logged(run: Path) -> int:
     return max((json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()), default=0)
 
 
-def kill_after(proc, run: Path, step: int, timeout=120):
+def kill_after(proc, run: Path, step: int, timeout=120, extra: float = 0.0):
     start = time.time()
     while steps_logged(run) < step:
         assert proc.poll() is None, proc.stderr.read()
         assert time.time() - start < timeout
         time.sleep(0.02)
+    time.sleep(extra)  # lands anywhere in the step: forward, backward, or a checkpoint being written
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
@@ -85,3 +87,25 @@ def test_corrupted_latest_checkpoint_is_skipped(tmp_path, data_dir):
     (newest / "trainable.safetensors").write_bytes(bytes(data))
     assert not ckpt.verify(newest)
     assert ckpt.latest_valid(run) == valid[-2]
+
+
+def test_sigkill_at_seeded_random_points_never_loads_a_broken_checkpoint(tmp_path, data_dir):
+    from softprompt.train import checkpoint as ckpt
+
+    ref = launch(tmp_path / "ref", data_dir, 0.0, "fresh")
+    _, err = ref.communicate(timeout=300)
+    assert ref.returncode == 0, err
+    ref_t, ref_s, ref_e = final(tmp_path / "ref")
+    for seed in (0, 1, 2):  # 30 steps, a checkpoint every 3: two kills per seed at random steps and offsets
+        rng = random.Random(seed)
+        run, mode = tmp_path / f"killed-{seed}", "fresh"
+        for step in sorted(rng.sample(range(2, 28), 2)):
+            kill_after(launch(run, data_dir, 0.05, mode), run, step, extra=rng.uniform(0.0, 0.05))
+            mode = "resume"
+            assert all(ckpt.verify(c) for c in ckpt.list_checkpoints(run)), f"seed {seed}: a visible checkpoint is broken"
+        proc = launch(run, data_dir, 0.0, "resume")
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        got_t, got_s, got_e = final(run)
+        assert all(torch.equal(ref_t[k], got_t[k]) for k in ref_t), f"seed {seed}"
+        assert got_e == ref_e and got_s["best"] == ref_s["best"], f"seed {seed}"
