@@ -94,6 +94,16 @@ CASES = [
 ]
 
 
+def assert_same_outputs(pm, model, ids, mask, types):
+    """peft's and softprompt's hidden states (and LM logits) agree; returns peft's hidden states and our logits."""
+    ref_hidden, ref_lm = peft_outputs(pm, model.backbone.kind, ids, mask)
+    hidden, lm, logits = ours(model, ids, mask, types)
+    assert max_diff(hidden, ref_hidden, mask) < ATOL
+    if ref_lm is not None:
+        assert max_diff(lm, ref_lm, mask) < ATOL
+    return ref_hidden, logits
+
+
 @pytest.mark.parametrize("name,method", CASES)
 def test_export_runs_in_peft_with_softprompt_outputs(tmp_path, name, method):
     model = build(name, method)
@@ -114,11 +124,7 @@ def test_export_runs_in_peft_with_softprompt_outputs(tmp_path, name, method):
 
     pm = fresh_peft(name, tmp_path / "peft")
     ids, mask, types = encode(bb.tokenizer)
-    ref_hidden, ref_lm = peft_outputs(pm, bb.kind, ids, mask)
-    hidden, lm, logits = ours(model, ids, mask, types)
-    assert max_diff(hidden, ref_hidden, mask) < ATOL
-    if ref_lm is not None:
-        assert max_diff(lm, ref_lm, mask) < ATOL
+    ref_hidden, logits = assert_same_outputs(pm, model, ids, mask, types)
     # softprompt's head on peft's hidden states = softprompt's logits (the head travels in the sidecar)
     with torch.no_grad():
         on_peft = model.head(ref_hidden, mask.bool())
@@ -165,12 +171,7 @@ def test_import_adapter_made_by_peft(tmp_path, name, kind, kw):
     assert model.method.name == ("p-tuning-v2" if kind == "prefix" else "prompt-tuning")
     assert model.producer.num_tokens == 5 and model.num_labels == 3
     assert model.adapter_meta["imported_from"]["head"] == "new"
-    ids, mask, types = encode(bb.tokenizer)
-    ref_hidden, ref_lm = peft_outputs(pm, bb.kind, ids, mask)
-    hidden, lm, _ = ours(model, ids, mask, types)
-    assert max_diff(hidden, ref_hidden, mask) < ATOL
-    if ref_lm is not None:
-        assert max_diff(lm, ref_lm, mask) < ATOL
+    assert_same_outputs(pm, model, *encode(bb.tokenizer))
 
 
 def test_import_uses_base_model_name_from_peft_config(tmp_path):

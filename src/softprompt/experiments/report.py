@@ -428,12 +428,15 @@ def plot_sweep(sr: SpecResults, img_dir: Path) -> list[Path]:
             ax.set_ylabel(metric or "score")
             ax.grid(alpha=0.3)
             ax.legend()
-        fig.tight_layout()
-        path = img_dir / f"{sr.name}-layer-sweep-{_safe(backbone)}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, img_dir / f"{sr.name}-layer-sweep-{_safe(backbone)}.png"))
     return paths
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _safe(text: Any) -> str:
@@ -500,11 +503,7 @@ def plot_learning_curves(sr: SpecResults, img_dir: Path) -> list[Path]:
                 a.grid(alpha=0.3)
                 if a.get_lines():
                     a.legend(fontsize=8)
-            fig.tight_layout()
-            path = img_dir / f"{sr.name}-curve-{kind}-{_safe(task)}-{_safe(backbone)}.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            paths.append(path)
+            paths.append(_save(plt, fig, img_dir / f"{sr.name}-curve-{kind}-{_safe(task)}-{_safe(backbone)}.png"))
     return paths
 
 
@@ -530,11 +529,7 @@ def plot_score_vs_params(sr: SpecResults, img_dir: Path) -> list[Path]:
         ax.set_ylabel(f"mean score over {len(tasks)} task(s)")
         ax.set_title(f"{sr.name} — {backbone}: score vs trainable parameters")
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = img_dir / f"{sr.name}-score-vs-params-{_safe(backbone)}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, img_dir / f"{sr.name}-score-vs-params-{_safe(backbone)}.png"))
     return paths
 
 
