@@ -60,7 +60,7 @@ class SoftPromptModel(nn.Module):
         if self.method.producer is None:
             return None
         cfg = self.method.producer_config()
-        cls = PRODUCERS[self.method.producer_kind][1]
+        cls = PRODUCERS[self.method.producer_kind]
         producer = cls(cfg, self.site.prompt_dim(self.runner), self.runner.hidden_size)
         producer.init_from_embeddings(self.runner.word_embeddings, self.backbone.tokenizer)
         return producer.to(self.runner.word_embeddings.weight.device)

@@ -44,7 +44,7 @@ class MethodConfig:
         kind = self.producer_kind
         if kind not in PRODUCERS:
             raise ConfigError(f"method.producer.kind: unknown {kind!r}; expected one of {', '.join(PRODUCERS)}")
-        cfg_cls = PRODUCERS[kind][0]
+        cfg_cls = PRODUCERS[kind].config_class
         args = {k: v for k, v in self.producer.items() if k != "kind"}
         cfg = from_dict(cfg_cls, args, "method.producer")
         try:

@@ -29,7 +29,10 @@ class AttentionConfig(ProducerConfig):
 
 
 class AttentionPromptGenerator(Producer):
+    kind = "attention"
+    config_class = AttentionConfig
     input_dependent = True
+    default_lrs = {"prompt": 5e-3}
 
     def __init__(self, cfg: AttentionConfig, out_dim: int, hidden_size: int):
         super().__init__(cfg, out_dim, hidden_size)

@@ -30,9 +30,21 @@ class ProducerConfig:
         if self.num_tokens < 1:
             raise ValueError("num_tokens must be >= 1")
 
+    def fit(self, max_length: int) -> "ProducerConfig":
+        """Fill settings that depend on the run (e.g. DePT sizes A by the input length)."""
+        return self
+
 
 class Producer(nn.Module):
-    input_dependent: bool = False
+    """Facts about a producer live here, on its class (the registry, trainer and interop read them)."""
+
+    kind: str = ""  # registry name, `method.producer.kind`
+    config_class: type[ProducerConfig] = ProducerConfig
+    input_dependent: bool = False  # reads the input; its prompt is computed per example
+    edits_embeddings: bool = False  # also changes the input token embeddings (DePT)
+    folds_to_static: bool = False  # `fold()` returns fixed vectors (a reparameterisation)
+    peft_exportable: bool = False  # peft has the same method (prompt/prefix tuning, p-tuning)
+    default_lrs: dict[str, float] = {"prompt": 3e-2}  # learning rate per parameter group
 
     def __init__(self, cfg: ProducerConfig, out_dim: int, hidden_size: int):
         super().__init__()

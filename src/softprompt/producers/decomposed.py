@@ -23,6 +23,12 @@ class DecomposedConfig(StaticConfig):
 
 
 class DecomposedPrompt(StaticPrompt):
+    kind = "decomposed"
+    config_class = DecomposedConfig
+    edits_embeddings = True
+    peft_exportable = False
+    default_lrs = {"prompt": 3e-2, "lowrank": 1e-4}
+
     def __init__(self, cfg: DecomposedConfig, out_dim: int, hidden_size: int):
         super().__init__(cfg, out_dim, hidden_size)
         self.lora_a = nn.Parameter(torch.randn(cfg.max_length, cfg.rank) * (1.0 / cfg.rank) ** 0.5)

@@ -19,6 +19,12 @@ class EncoderConfig(ProducerConfig):
 
 
 class PromptEncoder(Producer):
+    kind = "encoder"
+    config_class = EncoderConfig
+    folds_to_static = True
+    peft_exportable = True
+    default_lrs = {"prompt": 1e-3}
+
     def __init__(self, cfg: EncoderConfig, out_dim: int, hidden_size: int):
         super().__init__(cfg, out_dim, hidden_size)
         self.embedding = nn.Embedding(cfg.num_tokens, hidden_size)

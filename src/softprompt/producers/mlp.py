@@ -21,6 +21,12 @@ class MLPConfig(ProducerConfig):
 
 
 class MLPPrompt(Producer):
+    kind = "mlp"
+    config_class = MLPConfig
+    folds_to_static = True
+    peft_exportable = True
+    default_lrs = {"prompt": 1e-3}
+
     def __init__(self, cfg: MLPConfig, out_dim: int, hidden_size: int):
         super().__init__(cfg, out_dim, hidden_size)
         dim = cfg.embed_dim or hidden_size

@@ -18,7 +18,10 @@ class PooledConfig(ProducerConfig):
 
 
 class PooledPromptGenerator(Producer):
+    kind = "pooled"
+    config_class = PooledConfig
     input_dependent = True
+    default_lrs = {"prompt": 5e-3}
 
     def __init__(self, cfg: PooledConfig, out_dim: int, hidden_size: int):
         super().__init__(cfg, out_dim, hidden_size)

@@ -30,6 +30,8 @@ class RouterConfig(ProducerConfig):
 
 
 class RoutedPrompt(Producer):
+    kind = "router"
+    config_class = RouterConfig
     input_dependent = True
 
     def __init__(self, cfg: RouterConfig, out_dim: int, hidden_size: int):

@@ -24,6 +24,10 @@ class StaticConfig(ProducerConfig):
 
 
 class StaticPrompt(Producer):
+    kind = "static"
+    config_class = StaticConfig
+    peft_exportable = True
+
     def __init__(self, cfg: StaticConfig, out_dim: int, hidden_size: int, values: torch.Tensor | None = None):
         super().__init__(cfg, out_dim, hidden_size)
         self.prompt = nn.Parameter(torch.randn(cfg.num_tokens, out_dim) * cfg.init_std if values is None else values)
