@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from softprompt.errors import DataError
+from softprompt.errors import ConfigError, DataError
 from softprompt.tasks import TASKS, compute_metrics
 from softprompt.tasks.metrics import (
     accuracy,
@@ -100,7 +100,7 @@ def test_agrees_with_sklearn_and_scipy_on_random_inputs(seed):
     assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y)[0])
 
 
-@pytest.mark.parametrize("name", sorted(TASKS))
+@pytest.mark.parametrize("name", sorted(name for name, task in TASKS.items() if task.label_names or task.is_regression))
 def test_every_task_has_a_main_score(name):
     task = TASKS[name]
     if task.is_regression:
@@ -114,6 +114,11 @@ def test_every_task_has_a_main_score(name):
     assert all(0.0 <= value <= 100.0 for key, value in scores.items() if key not in ("mse", "mcc", "pearson", "spearman",
                                                                                     "pearson_spearman"))
     assert compute_metrics(task, gold, gold, groups)["main"] == pytest.approx(100.0)
+
+
+def test_data_to_text_tasks_point_to_the_generation_metrics():
+    with pytest.raises(ConfigError, match="task 'e2e' has no labels; score its generated text with"):
+        compute_metrics("e2e", [0], [0])
 
 
 def test_bad_inputs():

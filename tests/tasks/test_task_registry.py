@@ -14,10 +14,12 @@ EXPECTED = {
     "boolq", "cb", "copa", "multirc", "wic", "superglue-rte", "wsc",
     "imdb", "fpb", "fpb-binary", "tweeteval", "tweeteval-binary",
 }
+GENERATION = {"sst2-t2t", "imdb-t2t", "fpb-binary-t2t", "tweeteval-binary-t2t", "e2e", "e2e-official"}
 
 
 def test_registry_has_every_task():
-    assert set(TASKS) == EXPECTED
+    assert set(TASKS) == EXPECTED | GENERATION
+    assert {name for name, task in TASKS.items() if task.kind == "generation"} == GENERATION
     assert all(isinstance(task, Task) and TASKS[name] is task and task.name == name for name, task in TASKS.items())
 
 
@@ -103,4 +105,15 @@ def test_task_and_example_are_frozen():
     example = Example("a", None, 1, None, "x:1")
     with pytest.raises(dataclasses.FrozenInstanceError):
         example.label = 0  # type: ignore[misc]
-    assert [f.name for f in dataclasses.fields(Example)] == ["text", "text_pair", "label", "group", "uid"]
+    assert [f.name for f in dataclasses.fields(Example)] == [
+        "text", "text_pair", "label", "group", "uid", "target", "references"]
+    assert (example.target, example.references) == (None, ())
+
+
+def test_kinds():
+    assert {TASKS[name].kind for name in EXPECTED - {"stsb"}} == {"classification"}
+    assert get_task("stsb").kind == "regression"
+    with pytest.raises(ConfigError, match="kind must be one of classification, regression, generation"):
+        dataclasses.replace(TASKS["sst2"], kind="ranking")
+    with pytest.raises(ConfigError, match="is_regression=True contradicts kind 'classification'"):
+        dataclasses.replace(TASKS["stsb"], kind="classification")

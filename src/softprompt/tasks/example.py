@@ -19,6 +19,11 @@ class Example:
         options of one question, for exact-match scoring; None elsewhere.
     uid: stable id, "<file relative to the data dir>:<1-based line>" for files (plus a suffix
         for rows flattened from one line), "<hub id>/<split>:<row>" for the hub route.
+    target: the text a generation task should produce: the label word of a text-to-text view
+        (None when unlabeled), the reference of an E2E train pair, the first reference of an
+        E2E validation/test MR; None for classification/regression tasks.
+    references: every acceptable output, scored against by the generation metrics (E2E: all
+        references of the MR; a train pair has its one reference); empty elsewhere.
     """
 
     text: str
@@ -26,6 +31,8 @@ class Example:
     label: int | float | None
     group: str | None
     uid: str
+    target: str | None = None
+    references: tuple[str, ...] = ()
 
 
 @dataclass

@@ -2,13 +2,15 @@
 
 Route: a data dir (argument, else $SOFTPROMPT_DATA) -> the original files under it, read in
 place; no data dir -> `datasets.load_dataset`. Then, in this order: the binary view's label
-mapping (dropped rows counted per reason), then optional deterministic subsampling.
+mapping (dropped rows counted per reason), a text-to-text view's targets (the label words),
+then optional deterministic subsampling.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import numpy as np
 from softprompt import settings
 from softprompt.errors import ConfigError, DataError
 from softprompt.tasks.example import Example, LoadReport, log
-from softprompt.tasks.loaders import fpb, glue, hub, imdb, superglue, tweeteval
+from softprompt.tasks.loaders import e2e, fpb, glue, hub, imdb, superglue, tweeteval
 from softprompt.tasks.registry import Task, get_task
 
 FileLoader = Callable[[Task, str, Path], list[Example]]
@@ -26,6 +28,7 @@ FILE_LOADERS: dict[str, FileLoader] = {
     "imdb": imdb.load,
     "fpb": fpb.load,
     "tweeteval": tweeteval.load,
+    "e2e": e2e.load,
 }
 
 
@@ -80,6 +83,8 @@ def load_split_with_report(
         _check_labeled(examples, report)
     if task.label_map is not None:
         examples = _apply_label_map(task, base, examples, report)
+    if task.is_text_to_text:
+        examples = [with_label_word_target(task, example) for example in examples]
     if limit is not None:
         kept = subsample(examples, limit, seed, grouped=task.grouped)
         report.not_sampled = len(examples) - len(kept)
@@ -99,6 +104,8 @@ def source_path(task: Task, split: str, root: Path) -> Path:
         return imdb.tarball_path(root)
     if task.benchmark == "fpb":
         return fpb.file_path(task.agreement or "all", root)
+    if task.benchmark == "e2e":
+        return e2e.file_path(root)
     return tweeteval.folder(root)
 
 
@@ -116,7 +123,8 @@ def _check_offline(task: Task, split: str, root: Path) -> None:
 
 
 def _check_labeled(examples: list[Example], report: LoadReport) -> None:
-    missing = sum(example.label is None for example in examples)
+    """Every example has a gold label, or for a data-to-text task (E2E) a reference."""
+    missing = sum(example.label is None and not example.references for example in examples)
     if missing:
         raise DataError(
             f"{report.source}: {missing:,} of {len(examples):,} rows have no label; "
@@ -137,8 +145,15 @@ def _apply_label_map(task: Task, base: Task, examples: list[Example], report: Lo
             reason = f"label {base.label_names[int(example.label)]!r} not in the binary view"
             report.dropped[reason] = report.dropped.get(reason, 0) + 1
             continue
-        kept.append(Example(example.text, example.text_pair, new_label, example.group, example.uid))
+        kept.append(replace(example, label=new_label))
     return kept
+
+
+def with_label_word_target(task: Task, example: Example) -> Example:
+    """The example with its label word (task.verbalizer) as target; unlabeled stays target=None."""
+    if example.label is None:
+        return example
+    return replace(example, target=task.verbalizer[int(example.label)])
 
 
 def subsample(examples: list[Example], limit: int, seed: int, grouped: bool = False) -> list[Example]:

@@ -5,7 +5,8 @@ compute_metrics(task, predictions, labels, groups=None) returns, by task type:
   + two classes    f1 (class 1 = positive), acc_f1 (GLUE's MRPC/QQP score), mcc
   MultiRC          + f1a (F1 over all answer options), em (per-question exact match), f1a_em
   regression       pearson, spearman, pearson_spearman (their mean), mse (not in percent)
-and "main", the task's headline score (Task.metric). MRPC/QQP use acc_macro_f1 as main because
+and "main", the task's headline score (Task.metric). Text-to-text views score parsed label
+indices here too; data-to-text tasks (E2E) are scored by tasks.generation_metrics instead. MRPC/QQP use acc_macro_f1 as main because
 the ID-SPAM paper reports "average of accuracy and macro F1-Score" for them; GLUE's own
 (accuracy + positive-class F1)/2 is there as acc_f1. CB's main is acc_macro_f1 and MultiRC's is
 f1a_em, SuperGLUE's averaging of a task's two metrics.
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from softprompt.errors import DataError
+from softprompt.errors import ConfigError, DataError
 from softprompt.tasks.registry import Task, get_task
 
 ArrayLike = Sequence[float] | Sequence[int] | np.ndarray
@@ -114,6 +115,11 @@ def compute_metrics(
 ) -> dict[str, float]:
     """All metrics of the task in percent (mse excepted) plus "main", the headline score."""
     task = get_task(task)
+    if task.is_generation and not task.label_names:
+        raise ConfigError(
+            f"task {task.name!r} has no labels; score its generated text with "
+            f"softprompt.tasks.score_predictions (BLEU, ROUGE-L, METEOR, CIDEr)"
+        )
     if any(label is None for label in labels):
         raise DataError("labels contain None (an unlabeled split?); expected a gold label for every example")
     out: dict[str, float] = {}

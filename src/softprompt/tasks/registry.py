@@ -3,6 +3,10 @@
 Label orders follow the datasets hub (so both loading routes agree) and every sentiment task
 uses 0 = negative, last = positive; the binary views (fpb-binary, tweeteval-binary) drop
 neutral and share SST-2's label space exactly (0 negative, 1 positive).
+
+Generation tasks (kind "generation") produce text: the text-to-text views "<task>-t2t" of the
+binary sentiment tasks (target = the label word, parsed back to a label for scoring) and E2E
+data-to-text (target = a human reference; scored by BLEU/ROUGE-L/METEOR/CIDEr).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from softprompt.errors import ConfigError
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"dev": "validation", "val": "validation", "valid": "validation"}
 FPB_AGREEMENTS = ("50", "66", "75", "all")
+KINDS = ("classification", "regression", "generation")
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,11 @@ class Task:
     parent / label_map: a binary view loads `parent` and maps each parent label index to a
         new one, or None to drop that row (counted in the LoadReport).
     agreement: Financial PhraseBank annotator-agreement file ("50", "66", "75", "all").
+    kind: "classification", "regression" (must agree with is_regression) or "generation"
+        (the model writes Example.target; a generation task with label_names is a text-to-text
+        view whose answers are parsed back to labels with the verbalizer words).
+    input_template: for generation, the model input as a str.format template over the
+        Example fields {text} and {text_pair} (see tasks.text2text.render_input).
     """
 
     name: str
@@ -47,6 +57,23 @@ class Task:
     parent: str | None = None
     label_map: tuple[int | None, ...] | None = None
     agreement: str | None = None
+    kind: str = "classification"
+    input_template: str = "{text}"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"task {self.name!r}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.is_regression != (self.kind == "regression"):
+            raise ConfigError(f"task {self.name!r}: is_regression={self.is_regression} contradicts kind {self.kind!r}")
+
+    @property
+    def is_generation(self) -> bool:
+        return self.kind == "generation"
+
+    @property
+    def is_text_to_text(self) -> bool:
+        """A generation view of a classification task: targets are label words."""
+        return self.is_generation and bool(self.label_names)
 
     @property
     def num_labels(self) -> int:
@@ -89,7 +116,8 @@ _ALL: tuple[Task, ...] = (
     _glue("mrpc", "MRPC paraphrase detection", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), _NO_YES, "acc_macro_f1"),
     _glue("rte", "RTE textual entailment (GLUE)", ("sentence1", "sentence2"), ("entailment", "not_entailment"), ("yes", "no")),
     _glue("wnli", "WNLI Winograd NLI", ("sentence1", "sentence2"), ("not_entailment", "entailment"), _NO_YES),
-    _glue("stsb", "STS-B semantic similarity score 0..5", ("sentence1", "sentence2"), (), (), "pearson_spearman", is_regression=True),
+    _glue("stsb", "STS-B semantic similarity score 0..5", ("sentence1", "sentence2"), (), (), "pearson_spearman", is_regression=True,
+          kind="regression"),
     _glue("qnli", "QNLI question/sentence entailment", ("question", "sentence"), ("entailment", "not_entailment"), ("yes", "no"),
           offline_splits=("validation", "test")),
     _glue("mnli", "MNLI multi-genre NLI (validation/test = matched)", ("premise", "hypothesis"),
@@ -125,7 +153,32 @@ _ALL: tuple[Task, ...] = (
          parent="tweeteval", label_map=(0, None, 1)),
 )
 
-TASKS: dict[str, Task] = {task.name: task for task in _ALL}
+
+# Text-to-text views: same rows and label words as the classification task, the label word as
+# the target text. A neutral instruction so one prompt transfers across the sentiment domains.
+TEXT_TO_TEXT_SUFFIX = "-t2t"
+SENTIMENT_TEMPLATE = "Sentence: {text}\nSentiment:"
+_TEXT_TO_TEXT_OF = ("sst2", "imdb", "fpb-binary", "tweeteval-binary")
+
+
+def _text_to_text(task: Task) -> Task:
+    return replace(
+        task, name=task.name + TEXT_TO_TEXT_SUFFIX, description=f"{task.description}; text-to-text (target: the label word)",
+        kind="generation", parent=task.parent or task.name, input_template=SENTIMENT_TEMPLATE,
+    )
+
+
+_BY_NAME = {task.name: task for task in _ALL}
+_GENERATION: tuple[Task, ...] = (
+    *(_text_to_text(_BY_NAME[name]) for name in _TEXT_TO_TEXT_OF),
+    # E2E: the input is the meaning representation as written, "name[The Eagle], eatType[...]".
+    Task("e2e", "e2e", "E2E NLG data-to-text (dev set split by MR, seeded 80/10/10)", ("mr",), (), (), "bleu",
+         kind="generation"),
+    Task("e2e-official", "e2e", "E2E NLG data-to-text, the official train/validation/test splits", ("mr",), (), (),
+         "bleu", offline_splits=(), kind="generation"),
+)
+
+TASKS: dict[str, Task] = {task.name: task for task in _ALL + _GENERATION}
 
 
 def normalize_agreement(value: str | int) -> str:

@@ -1,9 +1,11 @@
 """The datasets-hub route, used when no data dir is set (the only route for MNLI, QQP,
-QNLI train and TweetEval train).
+QNLI train, TweetEval train and the official E2E splits).
 
 `datasets.load_dataset(path, config, split=...)` rows are mapped to the same Examples the file
 loaders produce: same label order, same text formatting (see loaders/superglue.py), same FPB
-split. Hub test splits mark missing labels with -1; they become label=None.
+split. Hub test splits mark missing labels with -1; they become label=None. E2E (e2e_nlg,
+columns meaning_representation / human_reference, no label) goes through loaders/e2e.py: task
+"e2e" cuts the hub validation split (the development set) by MR exactly as offline.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from softprompt.errors import DataError
 from softprompt.settings import DATA_ENV
 from softprompt.tasks.example import Example
-from softprompt.tasks.loaders import fpb, superglue
+from softprompt.tasks.loaders import e2e, fpb, superglue
 from softprompt.tasks.registry import Task
 
 Row = dict[str, Any]
@@ -38,6 +40,7 @@ class HubSource:
     columns: tuple[str, ...]  # needed besides "label"
     format: Formatter
     splits: dict[str, str] | None = None  # our split -> hub split; None = same names
+    label_column: str | None = "label"  # None: a generation dataset (targets come from `columns`)
 
 
 _MNLI_SPLITS = {
@@ -47,6 +50,8 @@ _MNLI_SPLITS = {
     "validation_mismatched": "validation_mismatched",
     "test_mismatched": "test_mismatched",
 }
+
+_E2E = _pair("meaning_representation", "human_reference")
 
 SOURCES: dict[str, HubSource] = {
     "sst2": HubSource("glue", "sst2", *_single("sentence")),
@@ -85,6 +90,10 @@ SOURCES: dict[str, HubSource] = {
     # FPB has one hub split ("train" = every sentence); fpb.split_indices cuts it as offline.
     "fpb": HubSource("financial_phrasebank", "sentences_allagree", *_single("sentence")),
     "tweeteval": HubSource("tweet_eval", "sentiment", *_single("text")),
+    # E2E: "e2e" re-splits the development set (hub "validation") by MR; "e2e-official" is as published.
+    "e2e": HubSource("e2e_nlg", None, *_E2E, splits=dict.fromkeys(("train", "validation", "test"), "validation"),
+                     label_column=None),
+    "e2e-official": HubSource("e2e_nlg", None, *_E2E, label_column=None),
 }
 
 
@@ -113,7 +122,7 @@ def fetch(source: HubSource, hub_split: str) -> dict[str, list]:
             f"cannot load {hub_id(source)} split {hub_split!r} from the datasets hub ({type(err).__name__}: {err}); "
             f"set ${DATA_ENV} or pass --data-dir to read the local benchmark files instead"
         ) from None
-    wanted = source.columns + ("label",)
+    wanted = source.columns + ((source.label_column,) if source.label_column else ())
     missing = [name for name in wanted if name not in dataset.column_names]
     if missing:
         raise DataError(
@@ -129,6 +138,8 @@ def load(task: Task, split: str) -> list[Example]:
     if task.name == "fpb":
         hub_split = "train"
     columns = fetch(source, hub_split)
+    if task.benchmark == "e2e":
+        return _e2e_examples(task, source, hub_split, split, columns)
     examples = _to_examples(task, source, hub_split, columns)
     if task.name == "fpb":
         examples = fpb.select_split(examples, split)
@@ -145,6 +156,18 @@ def _to_examples(task: Task, source: HubSource, hub_split: str, columns: dict[st
         label = _label(task, row["label"], f"{where} row {index}")
         examples.append(Example(text, pair, label, group, f"{hub_id(source)}/{hub_split}:{index}"))
     return examples
+
+
+def _e2e_examples(task: Task, source: HubSource, hub_split: str, split: str, columns: dict[str, list]) -> list[Example]:
+    where = f"hub dataset {hub_id(source)} split {hub_split!r}"
+    mrs, refs = (columns[name] for name in source.columns)
+    rows = [
+        e2e.check_row(mr, ref, f"{hub_id(source)}/{hub_split}:{index}", f"{where} row {index}")
+        for index, (mr, ref) in enumerate(zip(mrs, refs))
+    ]
+    if task.name == "e2e":
+        return e2e.select_split(rows, split)
+    return e2e.to_examples(e2e.group_rows(rows), split)
 
 
 def _label(task: Task, value: Any, where: str) -> int | float | None:

@@ -1,0 +1,56 @@
+"""Per-example outputs of a generation task as JSON lines, written next to its scores.
+
+One record per example:
+  data-to-text (E2E)   {"id", "input", "prediction", "references"}
+  text-to-text view    {"id", "input", "prediction", "label", "parsed"}   (label / parsed: class
+                       indices; parsed is null when no label word occurs in the prediction)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from softprompt.errors import DataError
+from softprompt.tasks.example import Example
+from softprompt.tasks.registry import Task, get_task
+from softprompt.tasks.text2text import parse_label, render_input
+
+OUTPUTS_FILE = "outputs.jsonl"
+SCORES_FILE = "scores.json"
+
+
+def output_records(task: Task | str, examples: Sequence[Example], predictions: Sequence[str]) -> list[dict[str, Any]]:
+    task = get_task(task)
+    if len(examples) != len(predictions):
+        raise DataError(f"got {len(predictions)} predictions for {len(examples)} examples; expected one per example")
+    records = []
+    for example, prediction in zip(examples, predictions):
+        record: dict[str, Any] = {"id": example.uid, "input": render_input(task, example), "prediction": prediction}
+        if task.is_text_to_text:
+            record["label"] = example.label
+            record["parsed"] = parse_label(task, prediction)
+        else:
+            record["references"] = list(example.references)
+        records.append(record)
+    return records
+
+
+def write_outputs(
+    folder: str | os.PathLike,
+    task: Task | str,
+    examples: Sequence[Example],
+    predictions: Sequence[str],
+    scores: dict[str, Any],
+) -> tuple[Path, Path]:
+    """Write <folder>/outputs.jsonl (one record per example) and <folder>/scores.json; their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    outputs, scores_path = folder / OUTPUTS_FILE, folder / SCORES_FILE
+    lines = [json.dumps(record, ensure_ascii=False) for record in output_records(task, examples, predictions)]
+    outputs.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    scores_path.write_text(json.dumps({"task": get_task(task).name, **scores}, indent=2) + "\n", encoding="utf-8")
+    return outputs, scores_path
