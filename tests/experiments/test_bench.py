@@ -23,16 +23,19 @@ def test_tiny_grid_runs_end_to_end_and_reports(tmp_path, data_dir, capsys):
     cells = ["prompt-tuning_sst2_tiny-bert_s0", "id-spam_sst2_tiny-bert_s0",
              "prompt-tuning_sst2_tiny-bert_s0__fpb-binary-test", "id-spam_sst2_tiny-bert_s0__fpb-binary-test"]
     for cell in cells:
-        res = json.loads((out / "tiny" / cell / "result.json").read_text())
+        res = json.loads((out / "tiny" / "cells" / f"{cell}.json").read_text())
         assert res["cell"] == cell and res["profile"] == "quick" and res["metric"] == "accuracy"
         assert 0 <= res["score"] <= 100 and res["git_commit"]
-    train = json.loads((out / "tiny" / cells[1] / "result.json").read_text())
-    assert train["kind"] == "train" and train["train_examples"] == 32 and train["examples"] == 16
+    train = json.loads((out / "tiny" / "cells" / f"{cells[1]}.json").read_text())
+    assert train["kind"] == "train" and 0 < train["train_examples"] <= 32 and train["examples"] == 16  # less the carved rows
     assert train["trainable_params"] > 0 and train["time_to_best_s"] is not None and train["soft_prompt"]
     run_dir = out / "tiny" / cells[1] / "run"
     assert (run_dir / "adapter" / "adapter.safetensors").exists() and (run_dir / "metrics.jsonl").exists()
     assert not list(run_dir.glob("ckpt-*"))  # finished cells drop their checkpoints
-    ev = json.loads((out / "tiny" / cells[3] / "result.json").read_text())
+    assert train["run_dir"] == str(run_dir) and train["machine"]["cores"] >= 1 and "softprompt bench" in train["command"]
+    assert train["curve"]["eval"] and train["train_config"]["train_limit"] == 32
+    assert (out / "tiny" / "cells" / f"{cells[1]}.json").stat().st_size < 20_000  # small enough to commit
+    ev = json.loads((out / "tiny" / "cells" / f"{cells[3]}.json").read_text())
     assert ev["kind"] == "eval" and ev["eval_task"] == "fpb-binary" and ev["examples"] == 12 and ev["task"] == "sst2"
     manifest = json.loads((out / "tiny" / "manifest.json").read_text())
     run = manifest["runs"][-1]
@@ -72,9 +75,10 @@ def test_interrupted_grid_resumes_without_redoing_finished_cells(tmp_path, data_
     monkeypatch.setattr(trainer_module, "train", interrupt_second_cell)
     with pytest.raises(KeyboardInterrupt):
         run_grid(spec, "quick", out, data_dir, **QUIET)
-    first = out / "tiny" / "prompt-tuning_sst2_tiny-bert_s0" / "result.json"
+    first = out / "tiny" / "cells" / "prompt-tuning_sst2_tiny-bert_s0.json"
     second = out / "tiny" / "id-spam_sst2_tiny-bert_s0"
-    assert first.exists() and not (second / "result.json").exists()
+    second_file = out / "tiny" / "cells" / "id-spam_sst2_tiny-bert_s0.json"
+    assert first.exists() and not second_file.exists()
     assert [p.name for p in (second / "run").glob("ckpt-*")] == ["ckpt-00000002"]
     assert json.loads((out / "tiny" / "manifest.json").read_text())["runs"][-1]["status"] == "interrupted"
     before = (first.stat().st_mtime_ns, first.read_text())
@@ -88,7 +92,7 @@ def test_interrupted_grid_resumes_without_redoing_finished_cells(tmp_path, data_
     assert res["ran"] == ["id-spam_sst2_tiny-bert_s0"] and res["already_finished"] == ["prompt-tuning_sst2_tiny-bert_s0"]
     assert any("resumed from ckpt-00000002" in line for line in logs)
     assert (first.stat().st_mtime_ns, first.read_text()) == before
-    done = json.loads((second / "result.json").read_text())
+    done = json.loads(second_file.read_text())
     assert done["steps"] == 4 and done["summary"]["steps"] == 4
     manifest = json.loads((out / "tiny" / "manifest.json").read_text())
     assert [r["status"] for r in manifest["runs"]] == ["interrupted", "complete"]
@@ -107,7 +111,7 @@ def test_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path, data_dir, monke
     res = run_grid(spec, "quick", tmp_path / "r", data_dir, **QUIET)
     assert list(res["failed"]) == ["prompt-tuning_sst2_tiny-bert_s0"] and "boom" in res["failed"]["prompt-tuning_sst2_tiny-bert_s0"]
     assert res["ran"] == ["id-spam_sst2_tiny-bert_s0"]
-    done = json.loads((tmp_path / "r" / "tiny" / "id-spam_sst2_tiny-bert_s0" / "result.json").read_text())
+    done = json.loads((tmp_path / "r" / "tiny" / "cells" / "id-spam_sst2_tiny-bert_s0.json").read_text())
     assert done["score"] == 60.0 and done["train_s_per_sample"] == pytest.approx(0.1)
     assert bench.main([str(spec), "--out", str(tmp_path / "r"), "--data-dir", str(data_dir)]) == 1
 
@@ -138,9 +142,9 @@ def test_spec_change_after_results_is_refused(tmp_path, data_dir, monkeypatch):
     monkeypatch.setattr(trainer_module, "train", lambda cfg, **kw: pytest.fail("nothing may train"))
     spec = tiny_spec(tmp_path, methods=["id-spam"])
     cell = expand(spec, "quick", data_dir)[0]
-    d = tmp_path / "r" / "tiny" / cell.id
+    d = tmp_path / "r" / "tiny" / "cells"
     d.mkdir(parents=True)
-    (d / "result.json").write_text(json.dumps({"cell": cell.id, "cell_key": "something-else", "score": 1.0}))
+    (d / f"{cell.id}.json").write_text(json.dumps({"cell": cell.id, "cell_key": "something-else", "score": 1.0}))
     with pytest.raises(ConfigError, match="another configuration"):
         run_grid(spec, "quick", tmp_path / "r", data_dir, **QUIET)
 

@@ -1,16 +1,31 @@
-"""softprompt bench: run an experiment spec (experiments/*.yaml) as a resumable grid of cells."""
+"""softprompt bench: run an experiment spec (experiments/*.yaml) as a resumable grid of cells.
+
+Also `python -m softprompt.commands.bench ...` (same arguments).
+"""
 
 from __future__ import annotations
 
 import sys
 
-HELP = "run an experiment spec as a resumable grid (one result.json per finished cell)"
+HELP = "run an experiment spec as a resumable grid (one committed cell file per finished cell)"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("spec", nargs="+", help="spec file(s), e.g. experiments/glue.yaml")
-    parser.add_argument("--profile", default="quick", help="quick (subsampled, minutes) or full (the papers' protocol)")
-    parser.add_argument("--out", default="runs/bench", help="results folder; each spec writes RESULTS_DIR/<spec>/")
+    parser.add_argument("--profile", default="quick",
+                        help="quick (subsampled, minutes), medium (a CPU afternoon, 3 seeds) or full (the papers')")
+    parser.add_argument("--results", default=None,
+                        help="cell files: RESULTS/<spec>/cells/<cell>.json (default results/<profile>; commit them)")
+    parser.add_argument("--runs", default=None,
+                        help="run folders with weights: RUNS/<spec>/<cell>/run (default runs/<profile>, git-ignored)")
+    parser.add_argument("--out", default=None, help="both cell files and run folders under OUT (instead of the two above)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes with one thread each, each taking the next unfinished cell "
+                             "(on GPUs: one GPU each)")
+    parser.add_argument("--commit", action="store_true",
+                        help="git add + commit every cell file as soon as it is written (only that file)")
+    parser.add_argument("--mixed-precision", default=None, choices=["no", "bf16", "fp16"],
+                        help="for every training cell (e.g. bf16 on a GPU); not part of the cells' identity")
     parser.add_argument("--data-dir", default=None, help="benchmark data folder (default $SOFTPROMPT_DATA, else the hub)")
     parser.add_argument("--only", default=None, help="comma-separated globs over cell ids (dependencies are added)")
     parser.add_argument("--list", action="store_true", help="print the cells and their state, run nothing")
@@ -19,17 +34,16 @@ def add_arguments(parser) -> None:
 
 
 def _list(spec_path: str, args) -> None:
-    from pathlib import Path
-
-    from softprompt.experiments.grid import RESULT, expand, select
+    from softprompt.experiments.grid import expand, select
     from softprompt.experiments.spec import load_spec
+    from softprompt.experiments.store import Store
 
     spec = load_spec(spec_path).for_profile(args.profile)
+    store = Store.for_profile(spec.name, args.profile, args.out, args.results, args.runs)
     cells = select(expand(spec, None, args.data_dir), args.only)
-    print(f"{spec.name} (profile {args.profile}): {len(cells)} cells")
+    print(f"{spec.name} (profile {args.profile}): {len(cells)} cells in {store.cells_dir}")
     for cell in cells:
-        state = "done" if (Path(args.out) / spec.name / cell.id / RESULT).exists() else (
-            "skip" if cell.skip else "todo")
+        state = "done" if store.finished(cell.id) else ("skip" if cell.skip else "todo")
         print(f"  {state:<5}{cell.kind:<10}{cell.id}" + (f"  ({cell.skip})" if cell.skip else ""))
 
 
@@ -43,15 +57,21 @@ def run(args) -> int:
         if args.list:
             _list(spec_path, args)
             continue
-        res = run_grid(spec_path, args.profile, args.out, args.data_dir, args.only, keep_checkpoints=args.keep_checkpoints,
-                       fail_fast=args.fail_fast, command=command)
+        res = run_grid(spec_path, args.profile, args.out, args.data_dir, args.only,
+                       keep_checkpoints=args.keep_checkpoints, fail_fast=args.fail_fast, command=command,
+                       results=args.results, runs=args.runs, workers=args.workers, commit=args.commit,
+                       mixed_precision=args.mixed_precision)
         if res["failed"]:
             code = 1
     return code
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    """`python -m softprompt.experiments.grid ...` (same arguments as `softprompt bench`)."""
+    """`python -m softprompt.commands.bench ...` (same arguments as `softprompt bench`)."""
     from softprompt.commands._common import module_main
 
     return module_main("bench", HELP, add_arguments, run, argv, prog)
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m softprompt.commands.bench"))

@@ -11,30 +11,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--methods", default=None, help="comma-separated (default: all trainable presets)")
 
 
-def parameter_table(backbone, methods: list[str], num_labels: int = 2) -> list[dict]:
-    import copy
-
-    from softprompt.methods import PRESETS, method_config
-    from softprompt.model import SoftPromptModel
-
-    rows = []
-    base_total = sum(p.numel() for p in backbone.model.parameters())
-    for name in methods:
-        if PRESETS[name].get("zero_shot"):
-            continue
-        bb = copy.copy(backbone)
-        if PRESETS[name].get("backbone", "frozen") != "frozen":
-            bb.model = copy.deepcopy(backbone.model)  # LoRA/full change the model; keep the shared one clean
-        model = SoftPromptModel(bb, method_config(name), num_labels)
-        head = sum(p.numel() for p in model.head.parameters())
-        n = model.num_trainable()
-        rows.append({"method": name, "trainable": n, "without_head": n - head,
-                     "percent_of_backbone": 100.0 * n / base_total, "site": model.site.describe() if model.site else "-"})
-    return rows
-
-
 def run(args) -> int:
     from softprompt.backbones import load_backbone
+    from softprompt.experiments.params import parameter_table
     from softprompt.methods import PRESETS
 
     backbone = load_backbone(args.backbone)

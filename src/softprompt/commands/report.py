@@ -1,4 +1,7 @@
-"""softprompt report: paper-style tables and plots from a bench results folder."""
+"""softprompt report: paper-style tables and plots from a bench results folder.
+
+Also `python -m softprompt.commands.report ...` (same arguments).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ HELP = "write Markdown tables (mean ± std, best soft prompt in bold) and index.
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("results_dir", help="the folder `softprompt bench --out` wrote (or one spec's folder in it)")
+    parser.add_argument("results_dir", help="the cell files' folder, e.g. results/medium (or one spec's folder in it, or a bench --out folder)")
     parser.add_argument("--out", default=None, help="report folder (default RESULTS_DIR/report)")
 
 
@@ -22,7 +25,11 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    """`python -m softprompt.experiments.report ...` (same arguments as `softprompt report`)."""
+    """`python -m softprompt.commands.report ...` (same arguments as `softprompt report`)."""
     from softprompt.commands._common import module_main
 
     return module_main("report", HELP, add_arguments, run, argv, prog)
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m softprompt.commands.report"))

@@ -2,13 +2,14 @@
 
     from softprompt.experiments import load_spec, expand, run_grid
     spec = load_spec("experiments/glue.yaml")
-    cells = expand(spec, "quick", data_dir="../shared/data")
-    run_grid(spec, "quick", out="runs/bench", data_dir="../shared/data")
+    cells = expand(spec, "medium", data_dir="../shared/data")
+    run_grid(spec, "medium", data_dir="../shared/data", workers=2)   # results/medium/glue/cells/*.json
 
-`softprompt bench SPEC.yaml` (or `python -m softprompt.experiments.grid SPEC.yaml`) runs a grid
-(resumable, one result.json per finished cell); `softprompt report RESULTS_DIR` (or
-`python -m softprompt.experiments.report RESULTS_DIR`) turns the results into paper-style
-Markdown tables and an index.html with plots.
+`softprompt bench SPEC.yaml` (or `python -m softprompt.commands.bench SPEC.yaml`) runs a grid
+(resumable, one small committed cell file per finished cell, run folders in runs/);
+`softprompt report results/<profile>` (or `python -m softprompt.commands.report ...`) turns the
+cell files into paper-style Markdown tables and an index.html with plots. This package never
+imports softprompt.commands.
 """
 
 from importlib import import_module
@@ -22,7 +23,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):  # lazy, so `python -m softprompt.experiments.grid` imports grid only once
+def __getattr__(name: str):  # lazy: importing the package loads no submodule
     if name in _EXPORTS:
         return getattr(import_module(f"softprompt.experiments.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module 'softprompt.experiments' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Expand a spec into cells and run them one by one, resumably.
+"""Expand a spec into cells and run them, resumably, with one or more workers.
 
 Cells, in the order they run (a cell's dependency always comes first):
 
@@ -8,12 +8,12 @@ Cells, in the order they run (a cell's dependency always comes first):
 * zero-shot  an instruction model prompted zero-shot (no training), the cross-domain baseline
 * params     trainable parameters of every method on a backbone (no training)
 
-Layout: RESULTS_DIR/<spec>/<cell-id>/result.json (written atomically: temp file + rename),
-next to the cell's run folder `run/` (config.yaml, metrics.jsonl, adapter/, summary.json).
-A finished cell (result.json present) is never redone; a cell interrupted mid-training
-continues from its last checkpoint (train(..., resume=True)). RESULTS_DIR/<spec>/ also holds
-manifest.json (spec, profile, every bench invocation with command, commit, machine, times),
-skipped.json (cells that cannot run here and why) and bench.log.
+Layout (store.py): a finished cell is one small JSON file, results/<profile>/<spec>/cells/<id>.json
+(written atomically, committed to git, never redone); its run folder (adapter, checkpoints,
+metrics.jsonl) is runs/<profile>/<spec>/<id>/run/ (git-ignored). A cell interrupted mid-training
+continues from its last checkpoint. results/<profile>/<spec>/ also holds manifest.json (spec,
+profile, every bench invocation with command, commit, machine, times) and skipped.json (cells
+that cannot run here and why); runs/<profile>/<spec>/bench.log is the log. Workers: workers.py.
 """
 
 from __future__ import annotations
@@ -27,20 +27,18 @@ import json
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from softprompt.errors import ConfigError
 from softprompt.experiments.spec import Spec, load_spec
+from softprompt.experiments.store import Store, write_json_atomic  # noqa: F401 (write_json_atomic: public here too)
 
 SCHEMA = 1
-RESULT = "result.json"
 
 
 @dataclass
@@ -305,16 +303,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 # -- running -------------------------------------------------------------------------------------
 
 class Log:
@@ -332,239 +320,60 @@ class Log:
                 fh.write(line + "\n")
 
 
-class GridRunner:
-    def __init__(self, spec: Spec, out: Path, data_dir=None, log: Log | None = None, keep_checkpoints: bool = False):
-        from softprompt import settings
-
-        self.spec, self.out, self.log = spec, Path(out), log or Log(None)
-        self.root = settings.data_dir(data_dir)
-        self.keep_checkpoints = keep_checkpoints
-        self._backbones: dict[str, Any] = {}
-        self.provenance = {**git_commit(), "machine": machine()}
-
-    # backbones are loaded once; methods that change the weights get a private copy
-    def backbone(self, name: str, mode: str = "frozen"):
-        if name not in self._backbones:
-            from softprompt.backbones import load_backbone
-
-            bb = load_backbone(name)
-            bb.fingerprint()  # of the pristine weights, inherited by the copies below
-            self._backbones[name] = bb
-        bb = self._backbones[name]
-        if mode == "frozen":
-            return bb
-        clone = copy.copy(bb)
-        clone.model = copy.deepcopy(bb.model)
-        return clone
-
-    def cell_dir(self, cell: Cell | str) -> Path:
-        return self.out / self.spec.name / (cell if isinstance(cell, str) else cell.id)
-
-    def run(self, cell: Cell) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        handler = {"train": self._train, "eval": self._eval, "few-shot": self._few_shot,
-                   "zero-shot": self._zero_shot, "params": self._params}[cell.kind]
-        result = handler(cell)
-        result.update({
-            "schema": SCHEMA, "spec": self.spec.name, "profile": self.spec.profile, "cell": cell.id,
-            "cell_key": cell.key(), "kind": cell.kind, "method": cell.method, "method_config": cell.method_config,
-            "soft_prompt": cell.soft_prompt, "backbone": cell.backbone, "task": cell.task,
-            "eval_task": cell.eval_task, "seed": cell.seed, "layer": cell.layer, "metric": cell.metric,
-            "needs": cell.needs, "wall_s": time.perf_counter() - t0, "finished": _now(),
-            "git_commit": self.provenance["commit"], "git_dirty": self.provenance["dirty"],
-        })
-        result.setdefault("split", cell.split)
-        return result
-
-    def _config(self, cell: Cell, run_dir: Path, task: str | None = None):
-        from softprompt.train.config import TrainConfig
-
-        return TrainConfig(**{**cell.train, "backbone": cell.backbone, "task": task or cell.task,
-                              "method": copy.deepcopy(cell.method_config), "seed": cell.seed,
-                              "data_dir": str(self.root) if self.root else None, "output_dir": str(run_dir)})
-
-    def _cell_log(self, cell: Cell):
-        return lambda *parts: self.log(f"  {cell.id}:", *parts)
-
-    def _train(self, cell: Cell) -> dict[str, Any]:
-        from softprompt.train import trainer as trainer_module
-
-        run_dir = self.cell_dir(cell) / "run"
-        cfg = self._config(cell, run_dir)
-        resume = run_dir.exists()  # an earlier attempt started: continue from its last valid checkpoint
-        if resume:
-            self.log(f"  {cell.id}: resuming (an earlier attempt left {run_dir})")
-        summary = trainer_module.train(cfg, backbone=self.backbone(cell.backbone, cell.backbone_mode), resume=resume,
-                                       log=self._cell_log(cell))
-        result = self._train_result(cell, summary, run_dir)
-        if cell.timing:
-            result.update(self._time_inference(cell, run_dir, cfg))
-        self._drop_checkpoints(run_dir)
-        return result
-
-    def _train_result(self, cell: Cell, summary: dict, run_dir: Path) -> dict[str, Any]:
-        scores = summary.get("best_scores") or {}
-        throughput = [s for s in summary.get("epoch_samples_per_s") or [] if s]
-        return {
-            "score": scores.get(cell.metric, summary.get("best")), "scores": scores, "split": cell.split,
-            "examples": summary.get("eval_examples"), "train_examples": summary.get("train_examples"),
-            "trainable_params": summary.get("trainable_params"), "time_to_best_s": summary.get("time_to_best_s"),
-            "train_seconds": summary.get("train_seconds"), "steps": summary.get("steps"),
-            "best_step": summary.get("best_step"), "epochs_run": len(throughput),
-            "train_s_per_sample": (1.0 / (sum(throughput) / len(throughput))) if throughput else None,
-            "train_s_per_sample_epoch1": (1.0 / throughput[0]) if throughput else None,
-            "run_dir": os.path.relpath(run_dir, self.cell_dir(cell)), "summary": summary,
-        }
-
-    def _time_inference(self, cell: Cell, run_dir: Path, cfg) -> dict[str, Any]:
-        """Seconds per example of a forward pass over the eval split (data loading excluded)."""
-        from softprompt.tasks import load_split
-        from softprompt.train.batches import encode
-        from softprompt.train.evaluate import predict_logits
-        from softprompt.train.inference import load_run_adapter
-
-        model, _ = load_run_adapter(run_dir, backbone=self.backbone(cell.backbone, cell.backbone_mode))
-        examples = load_split(cell.task, cfg.eval_split, cfg.data_dir, cfg.eval_limit, 0)
-        enc = encode(model.backbone.tokenizer, examples, cfg.max_length)
-        t0 = time.perf_counter()
-        predict_logits(model, enc, cfg.eval_batch_size, model.backbone.tokenizer)
-        seconds = time.perf_counter() - t0
-        return {"infer_s_per_sample": seconds / max(len(enc), 1), "infer_examples": len(enc),
-                "infer_batch_size": cfg.eval_batch_size}
-
-    def _drop_checkpoints(self, run_dir: Path) -> None:
-        if self.keep_checkpoints:
-            return
-        for ckpt in run_dir.glob("ckpt-*"):
-            shutil.rmtree(ckpt, ignore_errors=True)
-
-    def _load_source(self, cell: Cell):
-        from softprompt.train.inference import load_run_adapter
-
-        src = self.cell_dir(cell.needs) / "run"
-        model, meta = load_run_adapter(src, backbone=self.backbone(cell.backbone, cell.backbone_mode))
-        return src, model, meta
-
-    def _eval(self, cell: Cell) -> dict[str, Any]:
-        from softprompt.tasks import get_task
-        from softprompt.train.inference import evaluate_adapter
-
-        src, model, meta = self._load_source(cell)
-        if cell.same_labels:  # declared in the spec: label i means the same in both tasks (MRPC <-> QQP)
-            model.adapter_meta = {**meta, "label_names": list(get_task(cell.eval_task).label_names)}
-        t0 = time.perf_counter()
-        res = evaluate_adapter(src, cell.eval_task, cell.split, self.root, cell.limit, model=model)
-        scores = res["scores"]
-        return {"score": scores.get(cell.metric, scores.get("main")), "scores": scores, "split": res["split"],
-                "examples": res["examples"], "truncated": res["truncated"], "eval_seconds": time.perf_counter() - t0,
-                "data": res["data"]}
-
-    def _few_shot(self, cell: Cell) -> dict[str, Any]:
-        from softprompt.adapter import read_tensors, WEIGHTS
-        from softprompt.train.inference import adapter_dir
-        from softprompt.train.trainer import Trainer
-
-        run_dir = self.cell_dir(cell) / "run"
-        cfg = self._config(cell, run_dir, task=cell.eval_task)
-        src = adapter_dir(self.cell_dir(cell.needs) / "run") / WEIGHTS
-        log = self._cell_log(cell)
-        resume = run_dir.exists()
-        trainer = Trainer(cfg, self.backbone(cell.backbone, cell.backbone_mode), resume, log).setup()
-        loaded, skipped = warm_start(trainer.unwrapped, read_tensors(src))
-        log(f"warm start from {cell.needs}: {loaded} tensors" + (f", kept fresh: {', '.join(skipped)}" if skipped else ""))
-        summary = trainer.train()
-        result = self._train_result(cell, summary, run_dir)
-        final = last_eval(run_dir / "metrics.jsonl")
-        if final is not None:  # the model after the last epoch: no selection on the scored split
-            result.update(score=final.get(cell.metric, final.get("main")), scores=final,
-                          best_score=(summary.get("best_scores") or {}).get(cell.metric))
-        result.update(warm_start_tensors=loaded, fresh_tensors=skipped, few_shot_examples=summary.get("train_examples"))
-        self._drop_checkpoints(run_dir)
-        return result
-
-    def _zero_shot(self, cell: Cell) -> dict[str, Any]:
-        from softprompt.train.inference import evaluate_zero_shot
-
-        t0 = time.perf_counter()
-        res = evaluate_zero_shot(cell.backbone, cell.eval_task, cell.split, self.root, cell.limit,
-                                 max_length=cell.max_length or 256, backbone=self.backbone(cell.backbone))
-        scores = res["scores"]
-        return {"score": scores.get(cell.metric, scores.get("main")), "scores": scores, "split": res["split"],
-                "examples": res["examples"], "truncated": res["truncated"], "eval_seconds": time.perf_counter() - t0,
-                "infer_s_per_sample": (time.perf_counter() - t0) / max(res["examples"], 1), "data": res["data"]}
-
-    def _params(self, cell: Cell) -> dict[str, Any]:
-        from softprompt.commands.params import parameter_table
-
-        bb = self.backbone(cell.backbone)
-        rows = parameter_table(bb, list(cell.params["methods"]), cell.params["num_labels"])
-        return {"rows": rows, "backbone_params": bb.num_parameters(), "num_labels": cell.params["num_labels"]}
-
-
-def warm_start(model, tensors: dict) -> tuple[int, list[str]]:
-    """Copy a trained adapter's tensors into `model` where names and shapes match."""
-    import torch
-
-    state = model.adapter_state()  # shares storage with the parameters
-    loaded, skipped = 0, []
-    with torch.no_grad():
-        for name, target in state.items():
-            value = tensors.get(name)
-            if value is not None and tuple(value.shape) == tuple(target.shape):
-                target.copy_(value.to(target.dtype))
-                loaded += 1
-            else:
-                skipped.append(name)
-    return loaded, skipped
-
-
-def last_eval(metrics_path: Path) -> dict | None:
-    if not metrics_path.exists():
-        return None
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    evals = [r["eval"] for r in rows if "eval" in r]
-    return evals[-1] if evals else None
-
-
-def load_results(spec_dir: Path) -> dict[str, dict]:
-    out = {}
-    for path in sorted(Path(spec_dir).glob(f"*/{RESULT}")):
-        try:
-            out[path.parent.name] = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-    return out
-
-
-def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path = "runs/bench", data_dir=None,
+def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path | None = None, data_dir=None,
              only: str | None = None, log: Callable[[str], Any] | None = print, keep_checkpoints: bool = False,
-             fail_fast: bool = False, command: str | None = None) -> dict[str, Any]:
-    """Run (or continue) every cell of a spec; returns counts and where the results are."""
+             fail_fast: bool = False, command: str | None = None, results: str | Path | None = None,
+             runs: str | Path | None = None, workers: int = 1, commit: bool = False,
+             mixed_precision: str | None = None, poll_s: float = 1.0) -> dict[str, Any]:
+    """Run (or continue) every cell of a spec; returns counts and where the results are.
+
+    Cell files go to `results` (default results/<profile>), run folders to `runs` (default
+    runs/<profile>); `out` puts both there. `workers` > 1: that many processes with one thread
+    each (one GPU each where there are GPUs). `commit`: git-commit every cell file as it is written.
+    `mixed_precision`: no/bf16/fp16 for every training cell (not part of the cells' identity)."""
+    from softprompt.experiments.claims import LOCKS_AVAILABLE
+    from softprompt.experiments.workers import Job, run_workers
+
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
     spec = spec.for_profile(profile)
-    out = Path(out)
-    spec_dir = out / spec.name
-    spec_dir.mkdir(parents=True, exist_ok=True)
-    logger = Log(spec_dir / "bench.log", log)
+    if out is not None and (results is not None or runs is not None):
+        raise ConfigError("bench: give either --out (cell files and run folders in one place) or --results/--runs")
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"bench: --workers must be a positive integer, got {workers!r}")
+    if workers > 1 and not LOCKS_AVAILABLE:
+        raise ConfigError("bench: --workers > 1 needs POSIX file locks (fcntl), which this platform lacks")
+    if mixed_precision not in (None, "no", "bf16", "fp16"):
+        raise ConfigError(f"bench: --mixed-precision must be no, bf16 or fp16, got {mixed_precision!r}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("bench: run it as one process (each cell runs on this process's device; use --workers N "
+                          "for one cell per GPU), not under `accelerate launch`/`torchrun` with several processes")
+    store = Store.for_profile(spec.name, profile, out, results, runs)
+    store.spec_dir.mkdir(parents=True, exist_ok=True)
+    store.work_dir.mkdir(parents=True, exist_ok=True)
+    logger = Log(store.work_dir / "bench.log", log)
     cells = expand(spec, None, data_dir)
     chosen = select(cells, only)
 
-    manifest_path = spec_dir / "manifest.json"
+    manifest_path = store.spec_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     if manifest.get("profile") not in (None, profile):
-        raise ConfigError(f"{spec_dir} holds results of profile {manifest['profile']!r}, not {profile!r}; "
-                          f"use another --out (e.g. {out}-{profile}) or remove that folder")
-    existing = load_results(spec_dir)
+        raise ConfigError(f"{store.spec_dir} holds results of profile {manifest['profile']!r}, not {profile!r}; "
+                          f"use another --results/--out or remove that folder")
+    migrated = store.migrate_legacy()
+    if migrated:
+        logger(f"copied {len(migrated)} result.json file(s) of the old layout to {store.cells_dir}")
+    existing = store.load()
     stale = [c.id for c in cells if c.id in existing and existing[c.id].get("cell_key") != c.key()]
     if stale:
-        raise ConfigError(f"{spec_dir}: {len(stale)} finished cell(s) were made with another configuration "
-                          f"(e.g. {stale[0]}); the spec changed since: use another --out or remove them")
+        raise ConfigError(f"{store.cells_dir}: {len(stale)} finished cell(s) were made with another configuration "
+                          f"(e.g. {stale[0]}); the spec changed since: use another --results or remove them")
 
-    runner = GridRunner(spec, out, data_dir, logger, keep_checkpoints)
+    provenance = {**git_commit(), "machine": machine()}
+    root = settings_root(data_dir)
     entry = {"command": command or " ".join(sys.argv), "profile": profile, "only": only, "started": _now(),
-             "git_commit": runner.provenance["commit"], "git_dirty": runner.provenance["dirty"],
-             "machine": runner.provenance["machine"], "data_dir": str(runner.root) if runner.root else "datasets hub",
+             "git_commit": provenance["commit"], "git_dirty": provenance["dirty"], "machine": provenance["machine"],
+             "data_dir": str(root) if root else "datasets hub", "workers": workers, "runs_dir": str(store.work_dir),
              "status": "running"}
     manifest.update({
         "spec": spec.name, "title": spec.title, "reference": spec.reference, "description": spec.description,
@@ -579,60 +388,54 @@ def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path = 
     })
     manifest.setdefault("runs", []).append(entry)
     write_json_atomic(manifest_path, manifest)
-    write_json_atomic(spec_dir / "skipped.json", [{"cell": c.id, "reason": c.skip} for c in cells if c.skip])
+    write_json_atomic(store.spec_dir / "skipped.json", [{"cell": c.id, "reason": c.skip} for c in cells if c.skip])
 
-    done = [c for c in chosen if (spec_dir / c.id / RESULT).exists()]
+    store.start_invocation()
+    done = [c for c in chosen if store.finished(c.id)]
     todo = [c for c in chosen if c not in done]
+    skipped = [c for c in todo if c.skip]
+    runnable = [c for c in todo if not c.skip]
     logger(f"bench {spec.name} (profile {profile}): {len(cells)} cells, {len(chosen)} selected, "
-           f"{len(done)} already finished, {sum(1 for c in todo if c.skip)} skipped, "
-           f"{sum(1 for c in todo if not c.skip)} to run -> {spec_dir}")
+           f"{len(done)} already finished, {len(skipped)} skipped, {len(runnable)} to run"
+           + (f" by {workers} workers" if workers > 1 else "") + f" -> {store.cells_dir}")
+    for c in skipped:
+        logger(f"skip {c.id}: {c.skip}")
+    job = Job(spec, store, runnable, {c.id: c for c in cells}, str(data_dir) if data_dir else None, keep_checkpoints,
+              fail_fast, commit, mixed_precision, entry["command"], echo=log is not None, poll_s=poll_s,
+              gpus=_visible_gpus() if workers > 1 else [])
     t_start = time.perf_counter()
-    failed: dict[str, str] = {}
     ran: list[str] = []
     status = "interrupted"
     try:
-        for i, cell in enumerate(todo, 1):
-            if cell.skip:
-                logger(f"skip {cell.id}: {cell.skip}")
-                continue
-            if cell.needs in failed:
-                failed[cell.id] = f"needs {cell.needs}, which failed"
-                logger(f"skip {cell.id}: {failed[cell.id]}")
-                continue
-            logger(f"[{i}/{len(todo)}] {cell.kind} {cell.id}")
-            t0 = time.perf_counter()
-            try:
-                result = runner.run(cell)
-            except Exception as err:  # one broken cell does not stop the grid (unless --fail-fast)
-                failed[cell.id] = f"{type(err).__name__}: {err}"
-                logger(f"FAILED {cell.id}: {failed[cell.id]}")
-                with open(spec_dir / "bench.log", "a") as fh:
-                    fh.write(traceback.format_exc())
-                if fail_fast:
-                    raise
-                continue
-            write_json_atomic(spec_dir / cell.id / RESULT, result)
-            ran.append(cell.id)
-            score = result.get("score")
-            logger(f"done {cell.id} in {time.perf_counter() - t0:.1f}s"
-                   + (f": {cell.metric} {score:.2f}" if isinstance(score, (int, float)) else ""))
-        status = "failures" if failed else "complete"
+        for outcome in run_workers(job, workers, logger.echo):
+            ran += outcome["ran"]
+        status = "failures" if store.failures() else "complete"
     finally:
+        failed = store.failures()
         entry.update(finished=_now(), wall_s=round(time.perf_counter() - t_start, 1), status=status, ran=len(ran),
-                     failed=failed, already_finished=len(done), skipped=sum(1 for c in todo if c.skip))
+                     failed=failed, already_finished=len(done), skipped=len(skipped))
         write_json_atomic(manifest_path, manifest)
     logger(f"bench {spec.name}: ran {len(ran)}, failed {len(failed)}, already finished {len(done)}, skipped "
-           f"{sum(1 for c in todo if c.skip)} in {time.perf_counter() - t_start:.0f}s")
-    return {"spec": spec.name, "dir": str(spec_dir), "cells": len(cells), "selected": len(chosen), "ran": ran,
-            "failed": failed, "already_finished": [c.id for c in done],
-            "skipped": {c.id: c.skip for c in todo if c.skip}, "wall_s": time.perf_counter() - t_start}
+           f"{len(skipped)} in {time.perf_counter() - t_start:.0f}s")
+    return {"spec": spec.name, "dir": str(store.spec_dir), "cells_dir": str(store.cells_dir),
+            "runs_dir": str(store.work_dir), "cells": len(cells), "selected": len(chosen), "ran": ran,
+            "failed": failed, "already_finished": [c.id for c in done], "skipped": {c.id: c.skip for c in skipped},
+            "wall_s": time.perf_counter() - t_start}
 
 
-def main(argv: list[str] | None = None) -> int:
-    from softprompt.commands import bench
+def settings_root(data_dir) -> Path | None:
+    from softprompt import settings
 
-    return bench.main(argv, prog="python -m softprompt.experiments.grid")
+    return settings.data_dir(data_dir)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _visible_gpus() -> list[str]:
+    """The GPUs workers are spread over (CUDA_VISIBLE_DEVICES as given, else every device)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given:
+        return [g.strip() for g in given.split(",") if g.strip()]
+    return [str(i) for i in range(torch.cuda.device_count())]

@@ -1,4 +1,8 @@
-"""Turn RESULTS_DIR/<spec>/<cell>/result.json files into paper-style tables and plots.
+"""Turn a grid's cell files (RESULTS_DIR/<spec>/cells/<cell>.json) into paper-style tables and plots.
+
+`softprompt report results/medium` needs only the committed cell files (and manifest.json, when
+present, for titles and published numbers); learning curves come from the cell files too. Folders of
+the old layout (RESULTS_DIR/<spec>/<cell>/result.json) are read as well.
 
 Per spec: `<spec>.md` with
 * the main table (methods as rows, tasks as columns, mean ± std over seeds as `84.8 ± 0.4`, a
@@ -28,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-RESULT = "result.json"
+RESULT = "result.json"  # the old layout's per-cell file
+CELLS = "cells"
 
 
 # -- tables --------------------------------------------------------------------------------------
@@ -193,15 +198,21 @@ class SpecResults:
 def read_spec_dir(spec_dir: Path) -> SpecResults:
     spec_dir = Path(spec_dir)
     manifest = _read_json(spec_dir / "manifest.json") or {}
-    results = []
-    for path in sorted(spec_dir.glob(f"*/{RESULT}")):
+    results: dict[str, dict] = {}
+    for path in sorted(spec_dir.glob(f"*/{RESULT}")):  # the old layout, next to the run folder
         data = _read_json(path)
         if isinstance(data, dict):
             data.setdefault("cell", path.parent.name)
             data["_dir"] = str(path.parent)
-            results.append(data)
+            results[data["cell"]] = data
+    for path in sorted((spec_dir / CELLS).glob("*.json")):  # cell files win
+        data = _read_json(path)
+        if isinstance(data, dict):
+            data.setdefault("cell", path.stem)
+            data["_dir"] = str(path.parent)
+            results[data["cell"]] = data
     skipped = _read_json(spec_dir / "skipped.json") or []
-    return SpecResults(manifest.get("spec") or spec_dir.name, spec_dir, manifest, results, skipped)
+    return SpecResults(manifest.get("spec") or spec_dir.name, spec_dir, manifest, list(results.values()), skipped)
 
 
 def _read_json(path: Path):
@@ -211,12 +222,16 @@ def _read_json(path: Path):
         return None
 
 
+def _is_spec_dir(path: Path) -> bool:
+    return ((path / "manifest.json").exists() or any((path / CELLS).glob("*.json"))
+            or any(path.glob(f"*/{RESULT}")))
+
+
 def find_specs(results_dir: Path) -> list[Path]:
     results_dir = Path(results_dir)
-    if (results_dir / "manifest.json").exists() or any(results_dir.glob(f"*/{RESULT}")):
+    if _is_spec_dir(results_dir):
         return [results_dir]  # pointed at one spec's folder
-    return sorted(p for p in results_dir.iterdir()
-                  if p.is_dir() and ((p / "manifest.json").exists() or any(p.glob(f"*/{RESULT}"))))
+    return sorted(p for p in results_dir.iterdir() if p.is_dir() and _is_spec_dir(p))
 
 
 # -- the tables of one spec ----------------------------------------------------------------------
@@ -444,7 +459,10 @@ def _safe(text: Any) -> str:
 
 
 def _curve(result: dict) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """(eval score by step, training loss by step) from the run's metrics.jsonl."""
+    """(eval score by step, training loss by step): the cell file's curve, else the run's metrics.jsonl."""
+    stored = result.get("curve")
+    if isinstance(stored, dict) and (stored.get("eval") or stored.get("loss")):
+        return [tuple(p) for p in stored.get("eval") or []], [tuple(p) for p in stored.get("loss") or []]
     run = Path(result.get("_dir", ".")) / (result.get("run_dir") or "run") / "metrics.jsonl"
     if not run.exists():
         return [], []
@@ -562,14 +580,24 @@ def provenance(sr: SpecResults) -> list[str]:
             + (f", failed {len(run['failed'])}" if run.get("failed") else "")
             + (f"; machine: {mach.get('platform', '?')}, {mach.get('cores', '?')} cores, {mach.get('device', '?')}, "
                f"torch {mach.get('torch', '?')}" if mach else ""))
-    if not runs:
-        lines.append("- Bench command / machine: not recorded (no manifest.json)")
+    if not runs:  # cell files alone (e.g. a fresh clone): each names its command and machine
+        commands = _unique(r.get("command") for r in sr.results if r.get("command"))
+        machines = _unique(_machine(r["machine"]) for r in sr.results if isinstance(r.get("machine"), dict))
+        lines += [f"- Bench command (from the cell files): `{c}`" for c in commands]
+        lines += [f"- Machine (from the cell files): {m}" for m in machines]
+        if not commands and not machines:
+            lines.append("- Bench command / machine: not recorded (no manifest.json)")
     total = sum(r.get("wall_s") or 0 for r in runs)
     cell_wall = sum(r.get("wall_s") or 0 for r in sr.results)
     lines.append(f"- Finished cells: {len(sr.results)}"
                  + (f" of {m['cells']}" if m.get("cells") else "")
                  + f"; compute in cells {_duration(cell_wall)}" + (f", bench wall time {_duration(total)}" if runs else ""))
     return lines
+
+
+def _machine(m: dict) -> str:
+    return (f"{m.get('platform', '?')}, {m.get('cores', '?')} cores, {m.get('threads', '?')} thread(s), "
+            f"{m.get('device', '?')}, torch {m.get('torch', '?')}")
 
 
 def constant_predictions(sr: SpecResults) -> list[str]:
@@ -711,13 +739,3 @@ def _page(made: str, specs: list[SpecResults], parts: list[str]) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>softprompt experiment results</title>"
             f"<style>{style}</style></head><body><h1>softprompt experiment results</h1>"
             f"<p>{_inline(made)}</p><ul>{toc}</ul>{''.join(parts)}</body></html>\n")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from softprompt.commands import report
-
-    return report.main(argv, prog="python -m softprompt.experiments.report")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -49,6 +49,15 @@ PROFILES: dict[str, dict[str, Any]] = {
         "eval_limit": 500,
         "few_shot": {"train": {"epochs": 5}},
     },
+    # hours on a 2-core CPU with `--workers 2` (one thread each): up to 4,000 training examples, 3 seeds,
+    # up to 6 epochs with early stopping once the selection score has not improved for 2 evaluations.
+    # Specs size it further per task (experiments/*.yaml name their estimated wall time).
+    "medium": {
+        "seeds": [0, 1, 2],
+        "train": {"train_limit": 4000, "eval_limit": 1000, "epochs": 6, "patience": 2},
+        "eval_limit": 1000,
+        "few_shot": {"train": {"epochs": 10}},
+    },
     # the papers' protocol: all data, seeds 0,1,2, up to 30 epochs (t = 10 is the presets' default)
     "full": {
         "seeds": [0, 1, 2],
