@@ -142,10 +142,12 @@ _ALL: tuple[Task, ...] = (
     # Sentiment domains (cross-domain evaluation of an SST-2 prompt)
     Task("imdb", "imdb", "IMDB movie reviews (aclImdb v1)", ("text",), _SENTIMENT2, _SENTIMENT2, "accuracy",
          splits=("train", "test"), offline_splits=("train", "test")),
+    # FPB split "all": every row of the agreement file (cross-domain evaluation, nothing trains on FPB)
     Task("fpb", "fpb", "Financial PhraseBank sentences, seeded stratified 80/10/10 split", ("sentence",),
-         _SENTIMENT3, _SENTIMENT3, "accuracy", agreement="all"),
+         _SENTIMENT3, _SENTIMENT3, "accuracy", splits=SPLITS + ("all",), offline_splits=SPLITS + ("all",), agreement="all"),
     Task("fpb-binary", "fpb", "Financial PhraseBank without neutral (SST-2 label space)", ("sentence",),
-         _SENTIMENT2, _SENTIMENT2, "accuracy", parent="fpb", label_map=(0, None, 1), agreement="all"),
+         _SENTIMENT2, _SENTIMENT2, "accuracy", splits=SPLITS + ("all",), offline_splits=SPLITS + ("all",),
+         parent="fpb", label_map=(0, None, 1), agreement="all"),
     Task("tweeteval", "tweeteval", "TweetEval sentiment (tweets)", ("text",), _SENTIMENT3, _SENTIMENT3, "accuracy",
          offline_splits=("validation", "test")),
     Task("tweeteval-binary", "tweeteval", "TweetEval sentiment without neutral (SST-2 label space)", ("text",),

@@ -19,8 +19,11 @@ class TrainConfig:
     data_dir: str | None = None
     output_dir: str | None = None  # default: runs/<task>-<method>-<backbone>-s<seed>
     train_limit: int | None = None
-    eval_limit: int | None = None
-    eval_split: str = "validation"
+    eval_limit: int | None = None  # caps both evaluation splits (selection and the reported one)
+    eval_split: str = "validation"  # the split reported (summary.json "test"); never used for selection by default
+    # the split that picks the best checkpoint / early stopping: "carved" = 10% of the training rows
+    # (at most 1,000, stratified, fixed seed; see train/splits.py), or another named split of the task
+    selection_split: str = "carved"
     seed: int = 0
     epochs: int = 3
     batch_size: int = 32

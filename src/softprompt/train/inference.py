@@ -86,7 +86,7 @@ def evaluate_zero_shot(backbone_name: str, task_name: str, split: str | None = N
     content-free input ("N/A") are subtracted, removing the model's prior for one label word.
     """
     from softprompt.backbones import load_backbone
-    from softprompt.methods.zero_shot import template_for, zero_shot_model
+    from softprompt.methods.zero_shot import encode_prompts, zero_shot_logits, zero_shot_model
 
     task = get_task(task_name)
     backbone = backbone or load_backbone(backbone_name)
@@ -94,13 +94,8 @@ def evaluate_zero_shot(backbone_name: str, task_name: str, split: str | None = N
     if split is None:
         split = "validation" if "validation" in task.splits and "validation" not in task.unlabeled_splits else "test"
     examples, report = load_split_with_report(task, split, data_dir, limit, 0)
-    enc = encode(backbone.tokenizer, examples, max_length, template=template_for(task, backbone.tokenizer))
-    logits = predict_logits(model, enc, batch_size, backbone.tokenizer)
-    if calibrate:
-        pair = "N/A" if task.is_pair else None
-        blank = encode(backbone.tokenizer, [Example("N/A", pair, 0, None, "content-free")], max_length,
-                       template=template_for(task, backbone.tokenizer))
-        logits = logits - predict_logits(model, blank, 1, backbone.tokenizer)[0]
+    enc = encode_prompts(task, backbone.tokenizer, examples, max_length)  # cuts the input text only
+    logits = zero_shot_logits(model, task, enc, max_length, batch_size, calibrate)
     preds = predictions_from_logits(logits, False)
     scores = compute_metrics(task, preds, enc.labels.astype(np.int64), enc.groups if task.grouped else None)
     return {"task": task.name, "split": split, "examples": len(enc), "truncated": enc.truncated,

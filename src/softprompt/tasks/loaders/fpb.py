@@ -9,7 +9,8 @@ one generator, classes visited in label order -- and cut 80% train / 10% validat
 (sizes round half up); each split keeps file order. The split is a function of the row order
 and labels only, so the hub route (same rows, same order) yields the same split, and the
 binary view (fpb-binary) is the 3-class split with neutral removed. AllAgree gives
-train 1,811 / validation 226 / test 227.
+train 1,811 / validation 226 / test 227. Split "all" is every row of the file (AllAgree: 2,264;
+fpb-binary 873), for cross-domain evaluation of models that never train on FPB.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def read_all(agreement: str, root: Path) -> list[Example]:
 
 
 def select_split(examples: list[Example], split: str) -> list[Example]:
+    if split == "all":  # every row, file order: for evaluation only (nothing should train on it)
+        return list(examples)
     positions = split_indices([int(example.label) for example in examples])[split]  # type: ignore[arg-type]
     return [examples[i] for i in positions]
 
