@@ -43,6 +43,18 @@ def test_stats_selected_tasks_and_agreement(data_root, capsys):
     assert "sst2" not in out
 
 
+def test_stats_lists_generation_tasks_and_e2e_mr_splits(data_root, capsys):
+    tasks = ["e2e", "e2e-official", "sst2-t2t", "fpb-binary-t2t"]
+    assert main(["data", "stats", "--data-dir", str(data_root), "--task", *tasks]) == 0
+    out = capsys.readouterr().out
+    assert row_of(out, "e2e") == ["e2e", "3,777", "55", "54", "by MR: train 438 MRs / 3,777 references, "
+                                  "validation 55 MRs / 515 references, test 54 MRs / 380 references"]
+    assert row_of(out, "e2e-official") == ["e2e-official", "hub only", "hub only", "hub only"]
+    assert row_of(out, "sst2-t2t") == ["sst2-t2t", "67,349", "872", "1,821*", "text-to-text, targets negative/positive"]
+    fpb = row_of(out, "fpb-binary-t2t")
+    assert fpb[:4] == ["fpb-binary-t2t", "698", "87", "88"] and "text-to-text, targets negative/positive" in fpb[4]
+
+
 def test_stats_uses_the_environment_data_dir(data_root, capsys, monkeypatch):
     monkeypatch.setenv("SOFTPROMPT_DATA", str(data_root))
     assert main(["data", "stats", "--task", "wsc"]) == 0

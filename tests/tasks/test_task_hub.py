@@ -6,6 +6,7 @@ produce exactly what the file route produces.
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -194,3 +195,50 @@ def test_a_data_dir_means_files_never_the_hub(hub, data_root, monkeypatch):
     assert len(load_split("wsc", "validation")) == 104
     assert hub.calls == []
     assert Counter(e.label for e in load_split("cb", "validation", data_root)) == {1: 28, 0: 23, 2: 5}
+
+
+# --- generation datasets: E2E (e2e_nlg: meaning_representation, human_reference; no label) ----
+
+def e2e_hub_columns(data_root: Path) -> dict[str, list]:
+    with (data_root / "e2e" / "devset.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {"meaning_representation": [r["mr"] for r in rows], "human_reference": [r["ref"] for r in rows]}
+
+
+def text_fields(examples) -> list[tuple]:
+    return [(e.text, e.label, e.target, e.references) for e in examples]
+
+
+def test_e2e_hub_gives_the_same_mr_split(hub, data_root):
+    hub.add("e2e_nlg", None, "validation", **e2e_hub_columns(data_root))
+    for split in ("train", "validation", "test"):
+        from_hub, report = load_split_with_report("e2e", split)
+        assert text_fields(from_hub) == text_fields(load_split("e2e", split, data_root))
+        assert report.source == "datasets hub e2e_nlg"
+    assert from_hub[0].uid.startswith("e2e_nlg/validation:") and from_hub[0].group == from_hub[0].uid
+    assert set(hub.calls) == {("e2e_nlg", None, "validation")}
+
+
+def test_e2e_official_splits_via_hub(hub):
+    hub.add("e2e_nlg", None, "train", meaning_representation=["name[A]", "name[A]", "name[B]"],
+            human_reference=["A one.", "A two.", "B one."])
+    hub.add("e2e_nlg", None, "test", meaning_representation=["name[A]", "name[B]", "name[B]"],
+            human_reference=["A.", "B1.", "B2."])
+    assert text_fields(load_split("e2e-official", "train")) == [
+        ("name[A]", None, "A one.", ("A one.",)), ("name[A]", None, "A two.", ("A two.",)),
+        ("name[B]", None, "B one.", ("B one.",)),
+    ]
+    test = load_split("e2e-official", "test")
+    assert text_fields(test) == [("name[A]", None, "A.", ("A.",)), ("name[B]", None, "B1.", ("B1.", "B2."))]
+    assert [e.uid for e in test] == ["e2e_nlg/test:0", "e2e_nlg/test:1"]
+    assert hub.calls == [("e2e_nlg", None, "train"), ("e2e_nlg", None, "test")]
+
+
+def test_e2e_hub_bad_rows(hub):
+    hub.add("e2e_nlg", None, "validation", meaning_representation=["name[A]", "name: A"], human_reference=["A.", "A!"])
+    with pytest.raises(DataError, match=r"hub dataset e2e_nlg split 'validation' row 1: expected a meaning representation"):
+        load_split("e2e", "test")
+    hub.add("e2e_nlg", None, "train", meaning_representation=["name[A]"], target=["A."])
+    with pytest.raises(DataError, match=r"e2e_nlg split 'train' lacks column\(s\) human_reference; "
+                                         r"expected meaning_representation, human_reference, got meaning_representation, target"):
+        load_split("e2e-official", "train")

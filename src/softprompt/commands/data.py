@@ -1,4 +1,8 @@
-"""`softprompt data ...`: look at the benchmark data. `data stats` counts rows per task and split."""
+"""`softprompt data ...`: look at the benchmark data. `data stats` counts rows per task and split.
+
+Counts are examples: for E2E, train has one per (MR, reference) pair and validation/test one per
+MR; the notes give MRs and references per split.
+"""
 
 from __future__ import annotations
 
@@ -49,6 +53,7 @@ def run_stats(args: argparse.Namespace) -> int:
         task = get_task(name, agreement=args.agreement if TASKS[name].benchmark == "fpb" else None)
         cells: list[str] = []
         dropped: dict[str, list[str]] = {}  # reason -> ["train 1,113", ...]
+        by_mr: list[str] = []  # data-to-text: "train 438 MRs / 3,777 references"
         for split in SPLITS:
             if split not in task.splits:
                 cells.append("-")
@@ -62,9 +67,15 @@ def run_stats(args: argparse.Namespace) -> int:
                     errors.append(str(err))
                     continue
                 cells.append(f"{len(examples):,}" + ("*" if split in task.unlabeled_splits else ""))
+                if task.is_generation and not task.label_names:
+                    by_mr.append(mr_counts(split, examples))
                 for reason, count in report.dropped.items():
                     dropped.setdefault(reason, []).append(f"{split} {count:,}")
         notes = [f"agreement {task.agreement}"] if task.agreement else []
+        if task.is_text_to_text:
+            notes.append(f"text-to-text, targets {'/'.join(task.verbalizer)}")
+        if by_mr:
+            notes.append("by MR: " + ", ".join(by_mr))
         notes += [f"dropped {', '.join(counts)} ({reason})" for reason, counts in dropped.items()]
         rows.append([task.name, *cells, "; ".join(notes)])
 
@@ -73,6 +84,15 @@ def run_stats(args: argparse.Namespace) -> int:
     for message in errors:
         print(f"softprompt data stats: error: {message}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def mr_counts(split: str, examples: list) -> str:
+    """'train 438 MRs / 3,777 references': distinct MRs (Example.group) and references of one split."""
+    if split == "train":
+        references = len(examples)  # one example per (MR, reference) pair
+    else:
+        references = sum(len(example.references) for example in examples)
+    return f"{split} {len({example.group for example in examples}):,} MRs / {references:,} references"
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:
