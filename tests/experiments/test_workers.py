@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from softprompt.commands import bench
+from softprompt.commands import bench, report
 from softprompt.experiments import expand, load_spec, run_grid
 from softprompt.experiments import grid as grid_module
 from softprompt.experiments.claims import Claim
@@ -79,7 +79,8 @@ def test_a_claim_is_exclusive_and_dies_with_its_process(tmp_path, data_dir):
 
 
 def test_two_worker_processes_with_one_thread_each_finish_the_grid(tmp_path, data_dir):
-    spec = tiny_spec(tmp_path, methods=("prompt-tuning", "id-spam"), eval_tasks=[{"task": "fpb-binary", "split": "test"}])
+    # two cells, the evaluation waiting for its training (claims and dependencies across processes)
+    spec = tiny_spec(tmp_path, methods=("id-spam",), eval_tasks=[{"task": "fpb-binary", "split": "test"}])
     res = run_grid(spec, "quick", data_dir=data_dir, results=tmp_path / "results", runs=tmp_path / "runs", workers=2,
                    log=None, poll_s=0.2)
     ids = [c.id for c in expand(spec, "quick", data_dir)]
@@ -108,6 +109,12 @@ def test_a_fresh_clone_skips_committed_cells_and_retrains_a_missing_source(tmp_p
     res = run_grid(spec, "quick", data_dir=data_dir, results=tmp_path / "b" / "results", runs=tmp_path / "b" / "runs",
                    log=None)
     assert res["ran"] == [] and sorted(res["already_finished"]) == sorted([train_id, eval_id]) and calls == []
+    shutil.rmtree(tmp_path / "b" / "runs")
+    (tmp_path / "b" / "results" / "tiny" / "manifest.json").unlink()  # the cell files alone make the report
+    assert report.main([str(tmp_path / "b" / "results"), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "tiny.md").read_text()
+    assert "| id-spam |" in md and "fpb-binary test (accuracy)" in md and "Bench command (from the cell files)" in md
+    assert (tmp_path / "rep" / "img" / "tiny-curve-train-sst2-tiny-bert.png").exists()  # curve from the cell file
 
     # clone 2: the training's cell file only -> the evaluation runs, its source is trained again for it
     partial = tmp_path / "c" / "results" / "tiny" / "cells"
