@@ -370,7 +370,7 @@ def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path | 
                           f"(e.g. {stale[0]}); the spec changed since: use another --results or remove them")
 
     provenance = {**git_commit(), "machine": machine()}
-    root = settings_root(data_dir)
+    root = _data_root(data_dir)
     entry = {"command": command or " ".join(sys.argv), "profile": profile, "only": only, "started": _now(),
              "git_commit": provenance["commit"], "git_dirty": provenance["dirty"], "machine": provenance["machine"],
              "data_dir": str(root) if root else "datasets hub", "workers": workers, "runs_dir": str(store.work_dir),
@@ -423,7 +423,7 @@ def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path | 
             "wall_s": time.perf_counter() - t_start}
 
 
-def settings_root(data_dir) -> Path | None:
+def _data_root(data_dir) -> Path | None:
     from softprompt import settings
 
     return settings.data_dir(data_dir)
