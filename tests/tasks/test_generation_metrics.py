@@ -74,8 +74,8 @@ def test_meteor_runs_with_java():
     refs = [["the eagle is a coffee shop .", "the eagle serves coffee ."], ["alimentum is in the city centre ."]]
     scores = generation_scores(["The Eagle is a coffee shop.", "the river"], refs)
     assert scores["unavailable"] == {}
-    # corpus-level METEOR pools the statistics: one exact match and one miss give 34.3 here
-    assert scores["meteor"] == pytest.approx(34.31, abs=0.5)
+    # corpus-level METEOR pools the statistics: one exact match and one miss give 33.8 here
+    assert scores["meteor"] == pytest.approx(33.84, abs=0.5)
 
 
 def test_meteor_without_java_is_reported_not_dropped(monkeypatch):
@@ -97,3 +97,9 @@ def test_bad_inputs():
         generation_scores([None], [["a"]])
     with pytest.raises(DataError, match="no predictions"):
         generation_scores([], [])
+
+
+def test_coco_metrics_see_lowercased_tokens_without_punctuation():
+    assert generation_metrics.coco_text('The Eagle, a "coffee shop" (near Café Rouge)... ||| ok.') == (
+        "the eagle a coffee shop near café rouge ok"
+    )

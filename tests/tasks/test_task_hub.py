@@ -242,3 +242,12 @@ def test_e2e_hub_bad_rows(hub):
     with pytest.raises(DataError, match=r"e2e_nlg split 'train' lacks column\(s\) human_reference; "
                                          r"expected meaning_representation, human_reference, got meaning_representation, target"):
         load_split("e2e-official", "train")
+
+
+def test_text_to_text_views_via_hub(hub):
+    hub.add("imdb", None, "test", text=["Bad.", "Good."], label=[0, 1])
+    hub.add("tweet_eval", "sentiment", "train", text=["bad day", "meh", "great day"], label=[0, 1, 2])
+    assert [(e.text, e.label, e.target) for e in load_split("imdb-t2t", "test")] == [("Bad.", 0, "negative"), ("Good.", 1, "positive")]
+    assert [(e.text, e.label, e.target) for e in load_split("tweeteval-binary-t2t", "train")] == [
+        ("bad day", 0, "negative"), ("great day", 1, "positive")]
+    assert hub.calls == [("imdb", None, "test"), ("tweet_eval", "sentiment", "train")]

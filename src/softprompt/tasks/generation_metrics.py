@@ -11,8 +11,9 @@ generation_scores(predictions, references_list) returns
   unavailable     metric -> reason it was not computed ({} when everything ran)
   signatures      metric -> the exact setting, e.g. sacrebleu's signature
 BLEU, ROUGE-L and METEOR are in percent (0-100), CIDEr on its own scale (0-10), as in the
-E2E/Prefix-Tuning tables. METEOR and CIDEr see lowercased, 13a-tokenized text, like the E2E
-challenge's script, which lowercases and tokenizes before its COCO metrics.
+E2E/Prefix-Tuning tables. METEOR and CIDEr see lowercased 13a tokens without punctuation
+tokens: close to the PTB tokenization (lowercase, punctuation dropped) that the COCO caption
+scripts, and so the E2E challenge's script, apply first, without a second Java process.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any
 from softprompt.errors import DataError
 
 BLEU_SETTING = "corpus BLEU, lowercased whitespace tokens, multi-reference"
+# The tokens pycocoevalcap's PTBTokenizer drops (its PUNCTUATIONS), as 13a writes them.
+PUNCTUATION = frozenset({'"', "'", "''", "`", "``", ".", "?", "!", ",", ":", ";", "-", "--", "...", "(", ")", "{", "}"})
 
 
 def _check(predictions: Sequence[str], references_list: Sequence[Sequence[str]]) -> None:
@@ -74,10 +77,11 @@ def rouge_l(predictions: Sequence[str], references_list: Sequence[Sequence[str]]
 
 
 def coco_text(text: str) -> str:
-    """Lowercased 13a tokens, one line, without METEOR's '|||' field separator."""
+    """Lowercased 13a tokens without punctuation tokens, one line, no METEOR '|' separators."""
     from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-    return whitespace_tokens(Tokenizer13a()(text.replace("|||", " ").lower()))
+    tokens = Tokenizer13a()(text.replace("|", " ").lower()).split()
+    return " ".join(token for token in tokens if token not in PUNCTUATION)
 
 
 def _coco_inputs(predictions, references_list) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
@@ -147,8 +151,8 @@ def generation_scores(
             "bleu": f"{BLEU_SETTING}: {main_signature}",
             "sacrebleu_13a": standard_signature,
             "rouge_l": "rouge-score rougeL F1, no stemming, max over references",
-            "meteor": "pycocoevalcap METEOR 1.5 (-l en -norm), lowercased 13a tokens",
-            "cider": "pycocoevalcap CIDEr-D, lowercased 13a tokens",
+            "meteor": "pycocoevalcap METEOR 1.5 (-l en -norm), lowercased 13a tokens, punctuation dropped",
+            "cider": "pycocoevalcap CIDEr-D, lowercased 13a tokens, punctuation dropped",
         },
     }
     reason = meteor_unavailable_reason() if with_meteor else "not requested (with_meteor=False)"
