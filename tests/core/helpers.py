@@ -12,10 +12,21 @@ SOFT = ["prompt-tuning", "prefix-tuning", "p-tuning", "p-tuning-v2", "lpt", "smo
 BASELINES = ["head-only", "lora", "full-finetune"]
 
 
+RUN_MAX_LENGTH = 512  # a run's max_length (DePT sizes A by it): the tiny models' position limit
+
+
+def with_run_settings(method: str, overrides: dict, max_length: int = RUN_MAX_LENGTH) -> dict:
+    """Overrides plus what the trainer fills from the run (`producer_config.fit(max_length)`)."""
+    if method_config(method, **overrides).producer_kind != "decomposed":
+        return overrides
+    producer = {"max_length": max_length, **(overrides.get("producer") or {})}
+    return {**overrides, "producer": producer}
+
+
 def build(backbone_name: str, method: str, num_labels: int = 2, seed: int = 0, **overrides) -> SoftPromptModel:
     torch.manual_seed(seed)
     bb = load_backbone(backbone_name)
-    return SoftPromptModel(bb, method_config(method, **overrides), num_labels)
+    return SoftPromptModel(bb, method_config(method, **with_run_settings(method, overrides)), num_labels)
 
 
 def batch(tokenizer, texts: list[str], side: str = "right", pairs: list[str] | None = None):

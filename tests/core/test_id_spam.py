@@ -3,11 +3,20 @@
 import torch
 
 from softprompt.producers import ProducerInput
+from softprompt.producers.attention import AttentionPromptGenerator
 from tests.core.helpers import TEXTS, batch, build
 
 
+def test_id_spam_defaults_are_the_papers():
+    cfg = build("tiny-bert", "id-spam").producer.cfg
+    assert (cfg.num_tokens, cfg.bottleneck, cfg.heads) == (10, 34, 1)  # Sec. 3.1 t; Table 12 c; one attention
+    assert cfg.output_activation == "relu"  # eq. (2)
+    assert cfg.dropout in (0.1, 0.2, 0.3)  # Table 7 grid
+    assert AttentionPromptGenerator.default_lrs["prompt"] in (1e-3, 5e-4, 1e-4, 5e-5, 1e-5)  # Table 7 grid
+
+
 def test_id_spam_generator_shapes_attention_and_input_dependence():
-    model = build("tiny-bert", "id-spam", producer={"num_tokens": 10, "bottleneck": 8, "output_activation": "relu"}).eval()
+    model = build("tiny-bert", "id-spam", producer={"num_tokens": 10, "bottleneck": 8}).eval()
     gen = model.producer
     d = model.runner.hidden_size
     assert gen.down.in_features == d and gen.down.out_features == 8 < d
@@ -24,6 +33,9 @@ def test_id_spam_generator_shapes_attention_and_input_dependence():
     assert prompts.shape == (4, 10, d)
     assert not torch.allclose(prompts[0], prompts[1])  # different inputs, different prompts
     assert float(prompts.min()) >= 0.0  # eq. (2): ReLU on the output
+    gen.cfg.output_activation = "none"  # the named deviation: no outer ReLU
+    with torch.no_grad():
+        assert float(gen(inp).min()) < 0.0
 
 
 def test_mean_pooling_ablation_has_no_attention_parameters():

@@ -6,7 +6,7 @@ import torch
 from softprompt.backbones import load_backbone
 from softprompt.methods import method_config
 from softprompt.model import SoftPromptModel
-from tests.core.helpers import SOFT, batch, train_steps
+from tests.core.helpers import SOFT, batch, train_steps, with_run_settings
 
 
 @pytest.fixture(scope="module", params=["minilm-l6", "smollm2-135m"])
@@ -19,7 +19,7 @@ def real_backbone(request):
 def test_method_trains_on_packaged_backbone(real_backbone, method, sst2_slice):
     torch.manual_seed(0)
     before = real_backbone.fingerprint()
-    model = SoftPromptModel(real_backbone, method_config(method), 2)
+    model = SoftPromptModel(real_backbone, method_config(method, **with_run_settings(method, {})), 2)
     examples = sst2_slice[:4]
     tok = real_backbone.tokenizer
     texts = [tok.decode(tok(e.text, add_special_tokens=False)["input_ids"][:20]) for e in examples]  # short: keep CI fast

@@ -225,7 +225,8 @@ def test_import_seq_cls_decoder_keeps_score_head(tmp_path):
 ])
 def test_unsupported_methods_raise_with_the_supported_list(tmp_path, method, why):
     torch.manual_seed(0)
-    model = SoftPromptModel(load_backbone("tiny-bert"), method_config(method), 2)
+    run = {"producer": {"max_length": 128}} if method == "dept" else {}  # a run's fit(max_length)
+    model = SoftPromptModel(load_backbone("tiny-bert"), method_config(method, **run), 2)
     with pytest.raises(PeftInteropError) as err:
         export_peft(model, tmp_path)
     msg = str(err.value)

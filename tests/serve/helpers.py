@@ -23,7 +23,8 @@ TEXTS = ["a gripping, beautifully acted film", "dull", "not bad at all, really",
 def make_model(backbone, method: str, seed: int = 0, num_labels: int = 2, fold: bool = True, **kwargs) -> SoftPromptModel:
     """A SoftPromptModel with seeded, non-trivial adapter weights (zero-initialised parts perturbed too)."""
     torch.manual_seed(seed)
-    model = SoftPromptModel(backbone, method_config(method), num_labels=num_labels, **kwargs)
+    run = {"producer": {"max_length": 128}} if method == "dept" else {}  # a run's fit(max_length): DePT sizes A by it
+    model = SoftPromptModel(backbone, method_config(method, **run), num_labels=num_labels, **kwargs)
     g = torch.Generator().manual_seed(1000 + seed)
     with torch.no_grad():
         for p in model.adapter_params().values():

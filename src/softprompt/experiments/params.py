@@ -5,8 +5,11 @@ from __future__ import annotations
 import copy
 
 
-def parameter_table(backbone, methods: list[str], num_labels: int = 2) -> list[dict]:
-    """One row per trainable preset: trainable parameters, without the head, % of the backbone, site."""
+def parameter_table(backbone, methods: list[str], num_labels: int = 2, max_length: int = 128) -> list[dict]:
+    """One row per trainable preset: trainable parameters, without the head, % of the backbone, site.
+
+    `max_length` is the run's input length, which sizes DePT's A (the trainer's default, 128).
+    """
     from softprompt.methods import PRESETS, method_config
     from softprompt.model import SoftPromptModel
 
@@ -18,7 +21,8 @@ def parameter_table(backbone, methods: list[str], num_labels: int = 2) -> list[d
         bb = copy.copy(backbone)
         if PRESETS[name].get("backbone", "frozen") != "frozen":
             bb.model = copy.deepcopy(backbone.model)  # LoRA/full change the model; keep the shared one clean
-        model = SoftPromptModel(bb, method_config(name), num_labels)
+        run = {"producer": {"max_length": max_length}} if (PRESETS[name].get("producer") or {}).get("kind") == "decomposed" else {}
+        model = SoftPromptModel(bb, method_config(name, **run), num_labels)
         head = sum(p.numel() for p in model.head.parameters())
         n = model.num_trainable()
         rows.append({"method": name, "trainable": n, "without_head": n - head,

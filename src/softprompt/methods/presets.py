@@ -14,10 +14,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "prefix-tuning": {"producer": {"kind": "mlp", "hidden": 512}, "site": {"kind": "kv"}},
     "p-tuning": {"producer": {"kind": "encoder", "encoder": "mlp"}, "site": {"kind": "embeddings"}},
     "p-tuning-v2": {"producer": {"kind": "static"}, "site": {"kind": "kv"}},
-    "lpt": {"producer": {"kind": "pooled"}, "site": {"kind": "layer"}},
-    "smop": {"producer": {"kind": "router", "num_tokens": 5, "num_prompts": 4}, "site": {"kind": "embeddings"}},
-    "dept": {"producer": {"kind": "decomposed", "num_tokens": 6, "rank": 45}, "site": {"kind": "embeddings"}},
-    "id-spam": {"producer": {"kind": "attention"}, "site": {"kind": "layer"}},
+    # published defaults; sources in docs/methods-fidelity.md
+    "lpt": {"producer": {"kind": "pooled", "generator": "npg", "num_tokens": 10}, "site": {"kind": "layer"}},
+    "smop": {"producer": {"kind": "router", "num_tokens": 5, "num_prompts": 4, "top_k": 1}, "site": {"kind": "embeddings"}},
+    "dept": {"producer": {"kind": "decomposed", "num_tokens": 60, "rank": None, "init": "text",
+                          "init_text": "Classify this text is postive or not:"}, "site": {"kind": "embeddings"}},
+    "id-spam": {"producer": {"kind": "attention", "num_tokens": 10}, "site": {"kind": "layer"}},
     # baselines
     "full-finetune": {"producer": None, "backbone": "full"},
     "lora": {"producer": None, "backbone": "lora"},

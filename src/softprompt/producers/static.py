@@ -1,4 +1,19 @@
-"""Static prompt vectors (Prompt Tuning, Lester et al. 2021; P-Tuning v2's deep prompts)."""
+"""Static prompt vectors (Prompt Tuning, Lester et al. 2021; P-Tuning v2's deep prompts).
+
+Initialisation (`init`, prompts in embedding space only, Lester et al. Sec. 3.2):
+  random  N(0, init_std^2)
+  vocab   embeddings of tokens sampled without replacement from the 5,000 most frequent
+          word tokens. Tokenizers carry no counts, so frequency is approximated by id order
+          (BPE / SentencePiece ids follow merge order or score; BERT's words follow its
+          [unusedN] slots and character block); special, added, unused, single-character and
+          non-word tokens (bytes, punctuation, digits) are skipped. Seeded by `init_seed`, or by
+          the run seed (`torch.initial_seed()`: the trainer seeds torch before building).
+  labels  one prompt token per class: the embedding of each label word (a multi-token word
+          is averaged); the rest are sampled vocab as in the paper (`label_fill: cycle`
+          repeats the label words instead). `label_words` is filled by the caller from the
+          task's verbalizer (in label order).
+  text    the tokens of `init_text`, repeated to fill t.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +25,25 @@ from torch import nn
 
 from softprompt.producers.base import Producer, ProducerConfig, ProducerInput
 
+VOCAB_SAMPLE = 5000  # Lester et al.: the 5,000 most common tokens
+WORD_MARKERS = ("Ġ", "▁", "##", "Ċ")  # word-boundary / continuation marks of BPE, SentencePiece, WordPiece
+
 
 @dataclass
 class StaticConfig(ProducerConfig):
-    init: Literal["random", "vocab", "text"] = "random"
+    init: Literal["random", "vocab", "labels", "text"] = "random"
     init_text: str | None = None
     init_std: float = 0.02
+    init_seed: int | None = None  # vocab sampling; None: the run seed (torch.initial_seed())
+    label_words: list[str] | None = None  # init "labels": the task's label words, in label order
+    label_fill: Literal["vocab", "cycle"] = "vocab"  # prompt tokens beyond the labels
 
     def validate(self) -> None:
         super().validate()
         if self.init == "text" and not self.init_text:
             raise ValueError("init: text needs init_text")
+        if self.label_words is not None and not all(isinstance(w, str) and w.strip() for w in self.label_words):
+            raise ValueError("label_words must be non-empty strings")
 
 
 class StaticPrompt(Producer):
@@ -42,13 +65,84 @@ class StaticPrompt(Producer):
             return
         if embedding.weight.shape[1] != self.out_dim:
             raise ValueError(f"init {cfg.init!r} needs prompts in embedding space (dim {self.out_dim})")
+        device = embedding.weight.device
         if cfg.init == "vocab":
-            gen = torch.Generator().manual_seed(0)
-            ids = torch.randint(0, min(5000, embedding.num_embeddings), (cfg.num_tokens,), generator=gen)
+            values = embed(embedding, sample_vocab(tokenizer, cfg.num_tokens, self.vocab_seed()))
+        elif cfg.init == "labels":
+            values = self.label_values(embedding, tokenizer)
         else:
             ids = torch.tensor(tokenizer(cfg.init_text, add_special_tokens=False)["input_ids"])
             if len(ids) == 0:
                 raise ValueError(f"init_text {cfg.init_text!r} has no tokens")
-            ids = ids.repeat((cfg.num_tokens + len(ids) - 1) // len(ids))[: cfg.num_tokens]
-        # call the module, not .weight: some embeddings scale their output (Gemma: x sqrt(d))
-        self.prompt.copy_(embedding(ids.to(embedding.weight.device)).to(self.prompt.dtype))
+            values = embed(embedding, cycle(ids, cfg.num_tokens).to(device))
+        self.prompt.copy_(values.to(self.prompt.dtype))
+
+    def vocab_seed(self) -> int:
+        return self.cfg.init_seed if self.cfg.init_seed is not None else torch.initial_seed()
+
+    def label_values(self, embedding: nn.Embedding, tokenizer) -> torch.Tensor:
+        cfg: StaticConfig = self.cfg
+        if not cfg.label_words:
+            raise ValueError("init: labels needs label_words (the task's verbalizer words, filled by the caller)")
+        rows = []
+        for word in cfg.label_words:
+            ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ValueError(f"label word {word!r} has no tokens")
+            rows.append(embed(embedding, torch.tensor(ids)).mean(0))  # multi-token label: mean
+        labels = torch.stack(rows)[: cfg.num_tokens]
+        rest = cfg.num_tokens - len(labels)
+        if rest == 0:
+            return labels
+        if cfg.label_fill == "cycle":
+            return labels[cycle(torch.arange(len(labels)), cfg.num_tokens)]
+        return torch.cat([labels, embed(embedding, sample_vocab(tokenizer, rest, self.vocab_seed()))])
+
+
+def embed(embedding: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    # call the module, not .weight: some embeddings scale their output (Gemma: x sqrt(d))
+    return embedding(ids.to(embedding.weight.device))
+
+
+def cycle(ids: torch.Tensor, n: int) -> torch.Tensor:
+    return ids.repeat((n + len(ids) - 1) // len(ids))[:n]
+
+
+def frequent_word_ids(tokenizer, limit: int = VOCAB_SAMPLE, min_chars: int = 2) -> list[int]:
+    """The first `limit` word tokens in id order (the frequency proxy), skipping special ones.
+
+    Single characters (BERT's character block, byte and character pieces) count only in a
+    vocabulary that has no longer words (byte-level test tokenizers).
+    """
+    skip = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    found: list[int] = []
+    size, chunk = len(tokenizer), 4096
+    for start in range(0, size, chunk):
+        ids = range(start, min(start + chunk, size))
+        for i, tok in zip(ids, tokenizer.convert_ids_to_tokens(list(ids))):
+            if i not in skip and len(word_of(tok)) >= min_chars:
+                found.append(i)
+                if len(found) == limit:
+                    return found
+    return found if found or min_chars == 1 else frequent_word_ids(tokenizer, limit, 1)
+
+
+def word_of(token: str | None) -> str:
+    """The letters of a word token without its boundary mark; "" for any other token."""
+    if not token or (token[0] in "[<" and token[-1] in "]>"):  # [unused12], <extra_id_0>, <0x0A>, <mask>
+        return ""
+    for marker in WORD_MARKERS:
+        if token.startswith(marker):
+            token = token[len(marker):]
+            break
+    return token if token.isalpha() else ""
+
+
+def sample_vocab(tokenizer, n: int, seed: int) -> torch.Tensor:
+    """n distinct ids from the frequent word tokens (repeated only if there are fewer than n)."""
+    pool = frequent_word_ids(tokenizer)
+    if not pool:
+        raise ValueError("init: vocab found no word tokens in the tokenizer's vocabulary")
+    gen = torch.Generator().manual_seed(seed % 2**63)
+    order = torch.randperm(len(pool), generator=gen)
+    return cycle(torch.tensor(pool)[order], n)
