@@ -13,7 +13,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--split", default=None)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--max-length", type=int, default=256,
+                        help="prompt tokens; longer inputs are shortened, the instruction and the answer turn never")
     parser.add_argument("--json", action="store_true")
 
 
@@ -26,7 +27,8 @@ def run(args) -> int:
                for t in args.task]
     for res in results:
         if not args.json:
-            print(f"{res['task']} {res['split']} ({res['examples']} examples, {args.backbone} zero-shot): "
+            cut = f", {res['truncated']} inputs shortened to fit {res['max_length']} tokens" if res["truncated"] else ""
+            print(f"{res['task']} {res['split']} ({res['examples']} examples{cut}, {args.backbone} zero-shot): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in res["scores"].items()))
     if args.json:
         print(json.dumps(results, indent=2))
