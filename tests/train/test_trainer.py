@@ -26,8 +26,9 @@ def test_run_folder_holds_config_metrics_adapter_and_summary(tmp_path, data_dir)
     evals = [r for r in rows if "eval" in r]
     assert [r["step"] for r in evals] == [8, 16]
     assert summary["best"] == max(r["eval"]["main"] for r in evals)
-    assert summary["steps"] == 16 and summary["train_examples"] == 64 and summary["eval_examples"] == 32
-    assert summary["boundary_layer"] == 1 and summary["cache_rows"] == 64
+    # 64 rows: 6 carved for selection (10%), 58 trained on; the reported split is dev (eval_limit 32)
+    assert summary["steps"] == 16 and summary["train_examples"] == 58 and summary["eval_examples"] == 32
+    assert summary["boundary_layer"] == 1 and summary["cache_rows"] == 58
     assert len(summary["epoch_samples_per_s"]) == 2 and all(s > 0 for s in summary["epoch_samples_per_s"])
     assert summary["time_to_best_s"] is not None
 
@@ -36,7 +37,7 @@ def test_run_folder_holds_config_metrics_adapter_and_summary(tmp_path, data_dir)
 def test_frozen_state_cache_changes_nothing_but_speed(tmp_path, data_dir, method):
     a = train(config(tmp_path / "a", data_dir, method={"name": method}, cache="memory"), log=lambda *a: None)
     b = train(config(tmp_path / "b", data_dir, method={"name": method}, cache="none"), log=lambda *a: None)
-    assert a["cache_rows"] == 64 and b["cache_rows"] == 0
+    assert a["cache_rows"] == 58 and b["cache_rows"] == 0
     ta = load_file(str(tmp_path / "a" / "run" / "adapter" / "adapter.safetensors"))
     tb = load_file(str(tmp_path / "b" / "run" / "adapter" / "adapter.safetensors"))
     for k in ta:

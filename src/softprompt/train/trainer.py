@@ -1,4 +1,9 @@
-"""The training recipe: setup -> train (evaluate, checkpoint, early stop) -> save.
+"""The training recipe: setup -> train (evaluate, checkpoint, early stop) -> save -> test once.
+
+Protocol: the checkpoint is selected (and early stopping decided) on `selection_split`, by
+default 10% of the training rows carved off with a fixed seed (train/splits.py); the selected
+adapter is then scored once on `eval_split` (GLUE dev, reported as the test set because GLUE
+test labels are private). summary.json holds both, as "selection" and "test".
 
 Runs on CPU or GPU through accelerate (device placement, bf16/fp16 autocast with fp32
 trainable weights, gradient accumulation, DDP under `accelerate launch`/`torchrun`).
@@ -22,15 +27,16 @@ from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from softprompt.adapter import save_adapter
+from softprompt.adapter import WEIGHTS, read_tensors, save_adapter
 from softprompt.errors import ConfigError, SoftPromptError
 from softprompt.methods import method_config
 from softprompt.model import SoftPromptModel
-from softprompt.tasks import get_task, load_split_with_report
+from softprompt.tasks import get_task, load_split_with_report, subsample
 from softprompt.train import checkpoint as ckpt
 from softprompt.train.batches import batch_order, collate, encode
 from softprompt.train.config import TrainConfig
 from softprompt.train.evaluate import padding_side, score
+from softprompt.train.splits import carve_validation
 from softprompt.train.state_cache import StateCache
 
 
@@ -67,10 +73,10 @@ class Trainer:
 
             self.backbone = load_backbone(cfg.backbone)
         tok = self.backbone.tokenizer
-        train, self.train_report = load_split_with_report(cfg.task, "train", cfg.data_dir, cfg.train_limit, cfg.seed)
-        dev, self.eval_report = load_split_with_report(cfg.task, cfg.eval_split, cfg.data_dir, cfg.eval_limit, 0)
+        train, selection = self._load_data()
         self.train_enc = encode(tok, train, cfg.max_length)
-        self.eval_enc = encode(tok, dev, cfg.max_length)
+        self.selection_enc = encode(tok, selection, cfg.max_length)
+        self.test_enc = None  # the reported split, encoded when the run finishes (evaluated once)
         torch.manual_seed(cfg.seed)
         method = method_config(cfg.method)
         if method.zero_shot:
@@ -87,6 +93,43 @@ class Trainer:
         if cfg.tensorboard:
             self.accelerator.init_trackers("tb")
         return self
+
+    def _load_data(self) -> tuple[list, list]:
+        """(training rows, selection rows); the reported split (eval_split) is loaded at the end."""
+        cfg, task = self.cfg, self.task
+        self.carve = None
+        if cfg.selection_split == "carved":
+            pool, self.train_report = load_split_with_report(task, "train", cfg.data_dir, None, cfg.seed)
+            self.carve = carve_validation(pool, task.name, cfg.train_limit, is_regression=task.is_regression,
+                                          grouped=task.grouped)
+            rest = self.carve.rest
+            limit = None if cfg.train_limit is None else cfg.train_limit - len(self.carve.validation)
+            train = rest if limit is None else subsample(rest, max(limit, 1), cfg.seed, grouped=task.grouped)
+            self.train_report.not_sampled = len(rest) - len(train)
+            self.train_report.rows_returned = len(train)
+            selection = self.carve.validation
+            if cfg.eval_limit is not None:
+                selection = subsample(selection, cfg.eval_limit, 0, grouped=task.grouped)
+            self.selection_report = self.carve.summary() + (
+                f"; {len(selection):,} used (eval_limit)" if len(selection) < len(self.carve.validation) else "")
+            return train, selection
+        try:
+            split = task.check_split(cfg.selection_split)
+        except ConfigError as err:
+            raise ConfigError(f"selection_split: {err} (or 'carved', 10% of train)") from None
+        if split == "train":
+            raise ConfigError("selection_split: 'train' is the training data; use 'carved' or a held-out split")
+        train, self.train_report = load_split_with_report(task, "train", cfg.data_dir, cfg.train_limit, cfg.seed)
+        selection, report = load_split_with_report(task, split, cfg.data_dir, cfg.eval_limit, 0)
+        self.selection_report = report.summary()
+        if split == task.check_split(cfg.eval_split):
+            self.log(f"warning: selection_split {split!r} is also the reported split (eval_split): "
+                     f"its score is optimistically biased")
+        return train, selection
+
+    @property
+    def selection_name(self) -> str:
+        return "carved validation" if self.cfg.selection_split == "carved" else self.task.check_split(self.cfg.selection_split)
 
     @property
     def unwrapped(self) -> SoftPromptModel:
@@ -268,10 +311,11 @@ class Trainer:
 
     def _evaluate(self, progress: dict, epoch: int) -> bool:
         """Evaluate, keep the best adapter; True when early stopping says stop."""
-        scores = score(self.task, self.unwrapped, self.eval_enc, self.cfg.eval_batch_size, self.backbone.tokenizer)
+        scores = score(self.task, self.unwrapped, self.selection_enc, self.cfg.eval_batch_size, self.backbone.tokenizer)
         step = progress["global_step"]
-        self._record({"step": step, "epoch": epoch + 1, "eval": scores, "train_seconds": progress["train_seconds"]})
-        self.log(f"step {step} (epoch {epoch + 1}): {self.cfg.eval_split} {self.task.metric} = {scores['main']:.2f}")
+        self._record({"step": step, "epoch": epoch + 1, "eval": scores, "eval_split": self.selection_name,
+                      "train_seconds": progress["train_seconds"]})
+        self.log(f"step {step} (epoch {epoch + 1}): {self.selection_name} {self.task.metric} = {scores['main']:.2f}")
         for cb in self.eval_callbacks:
             cb(self, step, scores)
         if progress["best"] is None or scores["main"] > progress["best"]:
@@ -284,28 +328,66 @@ class Trainer:
         progress["bad_evals"] += 1
         return self.cfg.patience is not None and progress["bad_evals"] >= self.cfg.patience
 
+    def _test(self) -> dict:
+        """The selected (best) adapter scored once on the reported split, eval_split."""
+        cfg, acc = self.cfg, self.accelerator
+        examples, report = load_split_with_report(self.task, cfg.eval_split, cfg.data_dir, cfg.eval_limit, 0)
+        self.test_enc = encode(self.backbone.tokenizer, examples, cfg.max_length)
+        acc.wait_for_everyone()
+        best = read_tensors(self.run_dir / "adapter" / WEIGHTS)
+        live = self.unwrapped.adapter_state()  # state_dict tensors share storage with the parameters
+        last = {k: v.detach().clone() for k, v in live.items()}
+        with torch.no_grad():
+            for k, v in best.items():
+                live[k].copy_(v)
+            scores = score(self.task, self.unwrapped, self.test_enc, cfg.eval_batch_size, self.backbone.tokenizer)
+            for k, v in last.items():
+                live[k].copy_(v)
+        return {"split": self.task.check_split(cfg.eval_split), "examples": len(self.test_enc),
+                "truncated": self.test_enc.truncated, "scores": scores, "data": report.summary()}
+
     def _finish(self, progress: dict) -> dict:
         model = self.unwrapped
-        summary = {
-            "task": self.task.name,
-            "method": self.cfg.method_name,
-            "backbone": self.cfg.backbone,
-            "seed": self.cfg.seed,
-            "metric": self.task.metric,
+        if progress["best"] is None:  # no evaluation fell inside the run (eval_every > steps)
+            self._evaluate(progress, max(progress["epoch"] - 1, 0))
+        test = self._test()
+        cfg = self.cfg
+        selection = {
+            "split": self.selection_name,
+            "examples": len(self.selection_enc),
             "best": progress["best"],
             "best_step": progress["best_step"],
-            "best_scores": progress.get("best_scores"),
+            "scores": progress.get("best_scores"),
+            "carve": self.carve.report if self.carve else None,
+            "data": self.selection_report,
+        }
+        if cfg.selection_split != "carved" and self.task.check_split(cfg.selection_split) == test["split"]:
+            test["note"] = "selected on this split: optimistically biased"
+        self.log(f"selected step {progress['best_step']} on {selection['split']} ({selection['examples']} examples, "
+                 f"{self.task.metric} {progress['best']:.2f}); {test['split']} (reported, not used for selection): "
+                 f"{test['scores']['main']:.2f} on {test['examples']} examples")
+        summary = {
+            "task": self.task.name,
+            "method": cfg.method_name,
+            "backbone": cfg.backbone,
+            "seed": cfg.seed,
+            "metric": self.task.metric,
+            "selection": selection,  # picks the checkpoint (and early stopping); tune / --layer auto read it
+            "test": test,  # the selected checkpoint on eval_split, scored once: the number to report
+            "best": progress["best"],  # = selection["best"]
+            "best_step": progress["best_step"],
+            "best_scores": test["scores"],  # the selected checkpoint's scores on the reported split (= test["scores"])
             "time_to_best_s": progress["time_to_best"],
             "train_seconds": progress["train_seconds"],
             "steps": progress["global_step"],
             "train_examples": len(self.train_enc),
             "train_truncated": self.train_enc.truncated,
-            "eval_examples": len(self.eval_enc),
+            "eval_examples": test["examples"],
             "epoch_samples_per_s": progress["epoch_throughput"],
             "trainable_params": model.num_trainable(),
             "boundary_layer": model.boundary,
             "cache_rows": len(self.cache.rows) if self.cache else 0,
-            "data": [self.train_report.summary(), self.eval_report.summary()],
+            "data": [self.train_report.summary(), selection["data"], test["data"]],
         }
         if self.accelerator.is_main_process:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
