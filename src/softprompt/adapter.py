@@ -7,7 +7,6 @@ needs, every value is finite, and the base model's weights fingerprint matches.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import struct
@@ -34,7 +33,7 @@ def adapter_meta(model, task: str | None = None, label_names: list[str] | None =
         "format": FORMAT,
         "format_version": 1,
         "softprompt_version": __version__,
-        "method": dataclasses.asdict(model.method),
+        "method": model.method.to_dict(),
         "base_model": bb.name,
         "base_family": bb.family,
         "base_fingerprint": bb.fingerprint(),

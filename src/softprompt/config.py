@@ -40,7 +40,11 @@ def _coerce(hint, value, path):
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
-        return value if isinstance(value, hint) else from_dict(hint, value, path)
+        if isinstance(value, hint):
+            return value
+        if hasattr(hint, "from_value"):  # a config with its own reading rules (e.g. method presets)
+            return hint.from_value(value, path)
+        return from_dict(hint, value, path)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

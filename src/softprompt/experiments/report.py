@@ -642,7 +642,7 @@ def spec_tables(sr: SpecResults) -> list[Table]:
 def build_report(results_dir: str | Path, out: str | Path | None = None, command: str | None = None,
                  log: Callable[[str], Any] | None = print) -> Path:
     """Write <spec>.md per spec, README.md, index.html, img/*.png and results.csv; returns index.html."""
-    from softprompt.experiments.grid import git_commit, machine
+    from softprompt.experiments.cells import git_commit, machine
 
     results_dir = Path(results_dir)
     if not results_dir.is_dir():

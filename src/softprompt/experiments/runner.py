@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from softprompt.experiments.grid import SCHEMA, Cell, Log, _now, git_commit, machine
+from softprompt.experiments.cells import SCHEMA, Cell, Log, _now, git_commit, machine
 from softprompt.experiments.spec import Spec
 from softprompt.experiments.store import Store
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from softprompt.experiments.claims import Claim
-from softprompt.experiments.grid import Cell, Log
+from softprompt.experiments.cells import Cell, Log
 from softprompt.experiments.spec import Spec
 from softprompt.experiments.store import Store, git_commit_file
 

@@ -144,8 +144,7 @@ class SaveAdapterCallback(TrainerCallback):
             self._write(state, model, Path(args.output_dir))
 
 
-def build_optimizer(model, lrs: dict[str, float] | None = None, weight_decay: float = 0.01,
-                    producer_kind: str | None = None) -> torch.optim.AdamW:
+def build_optimizer(model, lrs: dict[str, float] | None = None, weight_decay: float = 0.01) -> torch.optim.AdamW:
     """AdamW with softprompt's per-group learning rates (prompt / lowrank / head / backbone).
 
     `model` is a SoftPromptModel or a TrainerModel; `lrs` overrides TrainConfig's defaults.
@@ -153,7 +152,7 @@ def build_optimizer(model, lrs: dict[str, float] | None = None, weight_decay: fl
     from softprompt.train.config import TrainConfig
 
     sp = model.model if isinstance(model, TrainerModel) else model
-    rates = TrainConfig().group_lrs(producer_kind or sp.method.producer_kind, sp.method.backbone)
+    rates = TrainConfig(backbone=sp.backbone.name, method=sp.method).group_lrs()
     rates.update(lrs or {})
     groups = []
     for name, params in sp.param_groups().items():

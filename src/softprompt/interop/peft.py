@@ -53,6 +53,8 @@ from safetensors.torch import save_file
 from softprompt import __version__
 from softprompt.adapter import read_json_object
 from softprompt.errors import AdapterError
+from softprompt.producers import PRODUCERS
+from softprompt.runners import runner_class
 
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
@@ -68,9 +70,6 @@ SUPPORTED_EXPORT = {
     "p-tuning-v2": "PREFIX_TUNING",
 }
 SUPPORTED_IMPORT = ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING")
-EXPORTABLE_PRODUCERS = ("static", "mlp", "encoder")
-NO_KV_FAMILIES = {"t5": "peft puts prefix key/values into T5's decoder, softprompt into its encoder",
-                  "mpnet": "HF's MPNet attention takes no key/value cache"}
 
 
 class PeftInteropError(AdapterError):
@@ -114,9 +113,6 @@ def layout_for(runner, backbone, peft_type: str, num_tokens: int) -> PeftLayout:
 
 def export_layout(model) -> PeftLayout:
     """The peft layout of a model's prompt, or PeftInteropError naming why there is none."""
-    from softprompt.producers import Producer
-    from softprompt.sites import HiddenSite, KVSite
-
     method, producer, site = model.method, model.producer, model.site
     what = f"method {method.name!r}"
     if producer is not None:
@@ -128,20 +124,16 @@ def export_layout(model) -> PeftLayout:
         why = f"it trains the backbone ({method.backbone}); a peft prompt adapter holds only the prompt"
     elif producer.input_dependent:
         why = "its prompt depends on the input"
-    elif type(producer).adjust_embeddings is not Producer.adjust_embeddings:
+    elif producer.edits_embeddings:
         why = "it also changes the token embeddings"
-    elif method.producer_kind not in EXPORTABLE_PRODUCERS:
-        why = f"its {method.producer_kind!r} producer is not one of {', '.join(EXPORTABLE_PRODUCERS)}"
-    elif isinstance(site, HiddenSite) and site.boundary != 0:
-        why = "its prompt enters at a hidden layer; peft prompts enter at the input embeddings or as key/value prefixes"
-    elif isinstance(site, KVSite) and site.layers != list(range(model.runner.num_layers)):
-        why = "its key/value prefixes cover only some layers; peft's prefix tuning covers every layer"
-    elif isinstance(site, KVSite) and model.backbone.family in NO_KV_FAMILIES:
-        why = NO_KV_FAMILIES[model.backbone.family]
+    elif not producer.peft_exportable:
+        exportable = ", ".join(cls.kind for cls in PRODUCERS.values() if cls.peft_exportable)
+        why = f"its {method.producer_kind!r} producer has no peft counterpart (those that do: {exportable})"
+    else:
+        why = site.peft_obstacle(model.runner)
     if why:
         raise PeftInteropError(f"{what} cannot be exported as a peft adapter: {why}. Supported: {_supported_text()}")
-    peft_type = "PREFIX_TUNING" if isinstance(site, KVSite) else "PROMPT_TUNING"
-    return layout_for(model.runner, model.backbone, peft_type, producer.num_tokens)
+    return layout_for(model.runner, model.backbone, site.peft_type, producer.num_tokens)
 
 
 # ------------------------------------------------------------------------------------ export
@@ -203,7 +195,7 @@ def export_peft(model_or_run_dir, out_dir: str | os.PathLike, *, task: str | Non
         "softprompt_version": __version__,
         "peft_type": layout.peft_type,
         "materialised": model.method.producer_kind != "static",
-        "source_method": dataclasses.asdict(model.method),
+        "source_method": model.method.to_dict(),
         "head": dataclasses.asdict(model.method.head),
         "head_kind": model.head_kind,
         "pooling": model.pooling,
@@ -218,14 +210,6 @@ def export_peft(model_or_run_dir, out_dir: str | os.PathLike, *, task: str | Non
     }
     (out / SIDECAR_META).write_text(json.dumps(sidecar, indent=2, sort_keys=True))
     return out
-
-
-def to_peft_model(model, out_dir: str | os.PathLike, base=None):
-    """Export `model` and load it back as a live peft model on `base` (default: the model's own backbone)."""
-    from peft import PeftModel
-
-    export_peft(model, out_dir)
-    return PeftModel.from_pretrained(base if base is not None else model.backbone.model, str(out_dir))
 
 
 # ------------------------------------------------------------------------------------ import
@@ -252,8 +236,9 @@ def read_sidecar(directory: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def _check_layout(cfg: dict, layout: PeftLayout, prompt: torch.Tensor, where: str, family: str) -> None:
-    if cfg["peft_type"] == "PREFIX_TUNING" and family in NO_KV_FAMILIES:
-        raise PeftInteropError(f"{where}: prefix tuning on {family} cannot be imported: {NO_KV_FAMILIES[family]}")
+    obstacle = runner_class(family).peft_prefix_obstacle
+    if cfg["peft_type"] == "PREFIX_TUNING" and obstacle:
+        raise PeftInteropError(f"{where}: prefix tuning on {family} cannot be imported: {obstacle}")
     submodules = cfg.get("num_transformer_submodules") or 1
     if submodules != 1:
         raise PeftInteropError(f"{where}: num_transformer_submodules={submodules} (prompts on the decoder too); "

@@ -1,15 +1,24 @@
-"""A method = producer x site (+ head, + how the backbone trains), declared as data."""
+"""A method = producer x site (+ head, + how the backbone trains), as a typed config.
+
+Read from YAML/CLI dicts by `method_from_dict`; every value is checked then, before any
+model or data is loaded (`check_for` adds the checks that need the backbone's layer count).
+Code that changes a method does so with `with_site` / `with_producer` / `with_head`.
+"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from softprompt.config import from_dict
 from softprompt.errors import ConfigError
 from softprompt.heads import HeadConfig
-from softprompt.producers import PRODUCERS, ProducerConfig
-from softprompt.sites import SiteConfig
+from softprompt.methods.presets import PRESETS
+from softprompt.producers import PRODUCERS, Producer, ProducerConfig
+from softprompt.producers.static import StaticConfig
+from softprompt.sites import Site, SiteConfig, build_site
 
 
 @dataclass
@@ -17,13 +26,13 @@ class LoraSettings:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.1
-    target_modules: list[str] | None = None  # None: peft's defaults for the architecture
+    target_modules: list[str] | None = None  # None: the runner's `lora_targets`
 
 
 @dataclass
 class MethodConfig:
     name: str = "custom"
-    producer: dict[str, Any] | None = field(default_factory=lambda: {"kind": "static"})  # None: no prompt
+    producer: ProducerConfig | None = field(default_factory=StaticConfig)  # None: no prompt
     site: SiteConfig = field(default_factory=SiteConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     backbone: Literal["frozen", "lora", "full"] = "frozen"
@@ -31,32 +40,117 @@ class MethodConfig:
     zero_shot: bool = False  # no training: instruction template + verbalizer
 
     def __post_init__(self):
-        if self.producer is not None:
-            self.producer_config()  # validates early, naming the field
+        if isinstance(self.producer, dict):
+            self.producer = producer_from_dict(self.producer)
         if self.zero_shot and self.head.kind not in ("auto", "verbalizer"):
             raise ConfigError("method.head.kind: zero-shot scores label words, so it needs 'verbalizer'")
+        if self.producer is not None:
+            build_site(self.site, 10**6)  # kind and field combination; the layer range needs the backbone
+
+    @classmethod
+    def from_value(cls, value: Any, path: str = "method") -> "MethodConfig":
+        """A preset name, a method mapping (optionally naming a preset), or a MethodConfig."""
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, (str, dict)):
+            raise ConfigError(f"{path}: expected a method name or mapping, got {value!r}")
+        return method_config(value)
+
+    @property
+    def producer_class(self) -> type[Producer] | None:
+        if self.producer is None:
+            return None
+        return next(cls for cls in PRODUCERS.values() if type(self.producer) is cls.config_class)
 
     @property
     def producer_kind(self) -> str | None:
-        return None if self.producer is None else self.producer.get("kind", "static")
-
-    def producer_config(self) -> ProducerConfig:
-        kind = self.producer_kind
-        if kind not in PRODUCERS:
-            raise ConfigError(f"method.producer.kind: unknown {kind!r}; expected one of {', '.join(PRODUCERS)}")
-        cfg_cls = PRODUCERS[kind].config_class
-        args = {k: v for k, v in self.producer.items() if k != "kind"}
-        cfg = from_dict(cfg_cls, args, "method.producer")
-        try:
-            cfg.validate()
-        except ValueError as err:
-            raise ConfigError(f"method.producer: {err}") from None
-        return cfg
+        cls = self.producer_class
+        return None if cls is None else cls.kind
 
     @property
     def trains_backbone(self) -> bool:
         return self.backbone != "frozen"
 
+    def build_site(self, num_layers: int, backbone: str = "this backbone") -> Site | None:
+        return None if self.producer is None else build_site(self.site, num_layers, backbone)
+
+    def check_for(self, num_layers: int, backbone: str) -> "MethodConfig":
+        """Raise a ConfigError naming the field if this method does not fit a backbone of `num_layers`."""
+        self.build_site(num_layers, backbone)
+        return self
+
+    def with_site(self, **changes: Any) -> "MethodConfig":
+        kind = changes.get("kind", self.site.kind)
+        base = self.site if kind == self.site.kind else SiteConfig(kind=kind)
+        site = from_dict(SiteConfig, {**dataclasses.asdict(base), **changes}, "method.site")
+        return dataclasses.replace(self, site=site)
+
+    def with_producer(self, **changes: Any) -> "MethodConfig":
+        if self.producer is None:
+            raise ConfigError(f"method {self.name!r} has no producer to change")
+        data = {**producer_to_dict(self.producer), **changes}
+        return dataclasses.replace(self, producer=producer_from_dict(data))
+
+    def with_head(self, **changes: Any) -> "MethodConfig":
+        head = from_dict(HeadConfig, {**dataclasses.asdict(self.head), **changes}, "method.head")
+        return dataclasses.replace(self, head=head)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["producer"] = None if self.producer is None else producer_to_dict(self.producer)
+        return out
+
+
+def producer_from_dict(data: dict[str, Any]) -> ProducerConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"method.producer: expected a mapping with a 'kind', got {data!r}")
+    kind = data.get("kind", "static")
+    if kind not in PRODUCERS:
+        raise ConfigError(f"method.producer.kind: unknown {kind!r}; expected one of {', '.join(PRODUCERS)}")
+    args = {k: v for k, v in data.items() if k != "kind"}
+    cfg = from_dict(PRODUCERS[kind].config_class, args, "method.producer")
+    try:
+        cfg.validate()
+    except ValueError as err:
+        raise ConfigError(f"method.producer: {err}") from None
+    return cfg
+
+
+def producer_to_dict(cfg: ProducerConfig) -> dict[str, Any]:
+    kind = next(cls.kind for cls in PRODUCERS.values() if type(cfg) is cls.config_class)
+    return {"kind": kind, **dataclasses.asdict(cfg)}
+
 
 def method_from_dict(data: dict[str, Any]) -> MethodConfig:
+    data = dict(data)
+    if data.get("producer") is not None:
+        data["producer"] = producer_from_dict(data["producer"])
     return from_dict(MethodConfig, data, "method")
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def method_config(name_or_dict: str | dict[str, Any] | MethodConfig, **overrides: Any) -> MethodConfig:
+    """A preset by name (optionally overridden), or a full method dict with an optional `name` preset."""
+    if isinstance(name_or_dict, MethodConfig):
+        name_or_dict = name_or_dict.to_dict()
+    data = {"name": name_or_dict} if isinstance(name_or_dict, str) else dict(name_or_dict)
+    name = data.get("name", "custom")
+    base = PRESETS.get(name)
+    if base is None and name != "custom":
+        raise ConfigError(f"method.name: unknown method {name!r}; expected one of {', '.join(PRESETS)} or 'custom'")
+    merged = _merge(base or {}, data)
+    merged = _merge(merged, overrides)
+    if merged.get("producer") is not None and "kind" in (data.get("producer") or {}) and base and base.get("producer"):
+        if data["producer"]["kind"] != base["producer"]["kind"]:
+            # a different producer kind replaces the preset's producer fields wholesale
+            merged["producer"] = copy.deepcopy(data["producer"])
+    return method_from_dict(merged)

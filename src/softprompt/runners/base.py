@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from softprompt.runners.sequence import Sequence
+from softprompt.runners.sequence import Past, Sequence
 
 
 class PrefixCache:
@@ -37,19 +37,30 @@ class PrefixCache:
 
 @dataclass
 class LayerContext:
-    """What every layer of one segment shares: masks, positions, family extras."""
+    """What every layer of one segment shares: masks by layer kind, and family extras (positions, biases)."""
 
-    seq: Sequence
-    prefix_len: int
     masks: dict  # layer kind -> additive mask
     extras: dict
 
 
 class Runner(nn.Module):
-    """Base runner. Subclasses set the module handles and implement the family hooks."""
+    """Base runner. Subclasses set the module handles and implement the family hooks.
+
+    Facts about a family live on its runner class: its kind, the HF model types it drives,
+    where LoRA goes, how many positions it embeds, and whether peft can put prefixes in it.
+    """
 
     family: str = ""
+    kind: str = "encoder"  # "encoder" | "decoder" | "encoder-decoder"
+    model_types: tuple[str, ...] = ()  # config.model_type values this runner drives
     causal: bool = False
+    lora_targets: tuple[str, ...] = ("query", "value")
+    peft_prefix_obstacle: str | None = None  # why peft cannot prefix-tune this family (None: it can)
+
+    @classmethod
+    def max_positions(cls, config) -> int | None:
+        """Most positions the base can embed (None: relative positions, no hard limit)."""
+        return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -93,11 +104,13 @@ class Runner(nn.Module):
         """Hidden states entering layer 0, from token-space vectors (positions, norm, dropout)."""
         return seq.hidden
 
-    def context(self, seq: Sequence, prefix_len: int) -> LayerContext:
+    def context(self, seq: Sequence, prefix_len: int, past: Past | None = None) -> LayerContext:
+        """Masks and extras for `seq` behind `prefix_len` key columns (prefixes, or `past` keys when decoding)."""
         from softprompt.runners.sequence import additive_mask
 
-        mask = additive_mask(seq.mask, self.dtype, self.causal, prefix_len)
-        return LayerContext(seq, prefix_len, {"default": mask}, {})
+        mask = additive_mask(seq.mask, self.dtype, self.causal, prefix_len,
+                             prefix_mask=None if past is None else past.mask)
+        return LayerContext({"default": mask}, {})
 
     def layer(self, i: int, hidden: torch.Tensor, ctx: LayerContext, cache: PrefixCache | None) -> torch.Tensor:
         raise NotImplementedError
@@ -106,26 +119,17 @@ class Runner(nn.Module):
         """Final norm after the last layer (identity for post-norm encoders)."""
         return hidden
 
-    # -- generic driving ---------------------------------------------------------------------
-    def run_layers(
-        self,
-        seq: Sequence,
-        start: int,
-        end: int,
-        prefixes: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
-    ) -> torch.Tensor:
-        """Run layers [start, end) over `seq`; `prefixes` maps layer -> key/value prefix."""
-        hidden = seq.hidden
-        prefix_len = next(iter(prefixes.values()))[0].shape[2] if prefixes else 0
-        contexts: dict[int, LayerContext] = {}
-        for i in range(start, end):
-            has_prefix = bool(prefixes) and i in prefixes
-            p = prefix_len if has_prefix else 0
-            if p not in contexts:
-                contexts[p] = self.context(seq, p)
-            cache = PrefixCache(prefixes, prefix_len) if has_prefix else None
-            hidden = self.layer(i, hidden, contexts[p], cache)
-        return hidden
+    def embedding_modules(self) -> list[nn.Module]:
+        """Modules with dropout that make layer 0's input (on during training only when prompts enter there)."""
+        return []
+
+    def train_from(self, boundary: int) -> None:
+        """Dropout on in layers >= boundary (the embeddings' too when boundary is 0); the rest stays in eval mode."""
+        for layer in self.layers[boundary:]:
+            layer.train()
+        if boundary == 0:
+            for module in self.embedding_modules():
+                module.train()
 
     def prefix_shape(self) -> tuple[int, int]:
         """(num_kv_heads, head_dim) of one layer's key/value prefix."""

@@ -6,12 +6,15 @@ import torch
 from torch import nn
 
 from softprompt.runners.base import LayerContext, PrefixCache, Runner
-from softprompt.runners.sequence import Sequence, additive_mask
+from softprompt.runners.sequence import Past, Sequence, additive_mask
 
 
 class GPT2Runner(Runner):
     family = "gpt2"
+    kind = "decoder"
+    model_types = ("gpt2",)
     causal = True
+    lora_targets = ("c_attn",)
 
     def __init__(self, model: nn.Module):
         super().__init__(model)
@@ -28,6 +31,9 @@ class GPT2Runner(Runner):
         out = self.layers[i](hidden, past_key_values=cache, attention_mask=ctx.masks["default"])
         return out[0] if isinstance(out, tuple) else out
 
+    def embedding_modules(self):
+        return [self.model.transformer.drop]
+
     def finish(self, hidden):
         return self.model.transformer.ln_f(hidden)
 
@@ -39,7 +45,10 @@ class LlamaRunner(Runner):
     """Llama-style decoders (Llama, Mistral, Qwen2, SmolLM2) and Gemma-3 (per-layer rotary + sliding window)."""
 
     family = "llama"
+    kind = "decoder"
+    model_types = ("llama", "mistral", "qwen2")
     causal = True
+    lora_targets = ("q_proj", "v_proj")
 
     def __init__(self, model: nn.Module):
         super().__init__(model)
@@ -60,15 +69,17 @@ class LlamaRunner(Runner):
     def head_dim(self) -> int:
         return self._head_dim
 
-    def context(self, seq: Sequence, prefix_len: int) -> LayerContext:
+    def context(self, seq: Sequence, prefix_len: int, past: Past | None = None) -> LayerContext:
         pos = seq.positions  # key/value prefixes already shift positions via seq.position_offset
         masks, rotary = {}, {}
         window = getattr(self.config, "sliding_window", None)
+        pre_mask, pre_pos = (None, None) if past is None else (past.mask, past.positions)
         for kind in set(self.layer_types):
             w = window if kind == "sliding_attention" else None
-            masks[kind] = additive_mask(seq.mask, self.dtype, True, prefix_len, window=w, positions=pos)
+            masks[kind] = additive_mask(seq.mask, self.dtype, True, prefix_len, window=w, positions=pos,
+                                        prefix_mask=pre_mask, prefix_positions=pre_pos)
             rotary[kind] = self._rotary(seq.hidden, pos, kind)
-        return LayerContext(seq, prefix_len, masks, {"rotary": rotary, "positions": pos})
+        return LayerContext(masks, {"rotary": rotary, "positions": pos})
 
     def _rotary(self, hidden, pos, kind):
         return self.model.model.rotary_emb(hidden, pos)
@@ -93,6 +104,7 @@ class LlamaRunner(Runner):
 
 class Gemma3Runner(LlamaRunner):
     family = "gemma3"
+    model_types = ("gemma3_text", "gemma3")
 
     def _rotary(self, hidden, pos, kind):
         return self.model.model.rotary_emb(hidden, pos, kind)

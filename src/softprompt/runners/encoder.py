@@ -13,6 +13,7 @@ from softprompt.runners.sequence import Sequence
 
 class BertRunner(Runner):
     family = "bert"
+    model_types = ("bert",)
 
     def __init__(self, model: nn.Module):
         super().__init__(model)
@@ -22,6 +23,9 @@ class BertRunner(Runner):
 
     def position_ids(self, seq: Sequence) -> torch.Tensor:
         return seq.positions
+
+    def embedding_modules(self):
+        return [self.model.embeddings]
 
     def embed(self, seq: Sequence) -> torch.Tensor:
         types = seq.token_type_ids
@@ -40,6 +44,11 @@ class RobertaRunner(BertRunner):
     """RoBERTa counts positions from padding_idx + 1, as its own embeddings do."""
 
     family = "roberta"
+    model_types = ("roberta", "xlm-roberta")
+
+    @classmethod
+    def max_positions(cls, config) -> int | None:
+        return config.max_position_embeddings - (config.pad_token_id or 0) - 1  # positions start after padding_idx
 
     def position_ids(self, seq: Sequence) -> torch.Tensor:
         pad = self.model.embeddings.padding_idx
@@ -54,6 +63,9 @@ class MPNetRunner(RobertaRunner):
     """
 
     family = "mpnet"
+    model_types = ("mpnet",)
+    lora_targets = ("q", "v")
+    peft_prefix_obstacle = "HF's MPNet attention takes no key/value cache"
 
     def embed(self, seq: Sequence) -> torch.Tensor:
         return self.model.embeddings(inputs_embeds=seq.hidden, position_ids=self.position_ids(seq))

@@ -32,6 +32,14 @@ class Sequence:
         return replace(self, hidden=hidden)
 
 
+@dataclass
+class Past:
+    """Key columns already in a layer's cache while decoding: which are real, and their positions."""
+
+    mask: torch.Tensor  # (B, P) bool
+    positions: torch.Tensor  # (B, P) long
+
+
 def insert_prompt(seq: Sequence, prompt: torch.Tensor, prompt_mask: torch.Tensor | None = None) -> Sequence:
     """Insert per-example prompts (B, t, d) before each row's first real token.
 
@@ -102,12 +110,15 @@ def last_real_index(mask: torch.Tensor) -> torch.Tensor:
 
 def additive_mask(
     mask: torch.Tensor, dtype: torch.dtype, causal: bool, prefix_len: int = 0, window: int | None = None,
-    positions: torch.Tensor | None = None,
+    positions: torch.Tensor | None = None, prefix_mask: torch.Tensor | None = None,
+    prefix_positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, 1, L, P+L) additive attention mask: 0 where allowed, dtype-min elsewhere.
 
-    Key/value prefixes (P columns in front) are visible to every query, except where a
-    sliding `window` (local-attention layers) has moved past them.
+    Key columns in front (P: key/value prefixes, or the cached past while decoding) are
+    visible to every query where `prefix_mask` (B, P) allows, unless a sliding `window`
+    (local-attention layers) has moved past them; `prefix_positions` (B, P) are their
+    positions (default: prefix j sits at position j, as in HF's cache path).
     """
     bsz, length = mask.shape
     allowed = mask[:, None, None, :].expand(bsz, 1, length, length)
@@ -120,9 +131,11 @@ def additive_mask(
             allowed = allowed & (q - k < window) & (k - q < window)
     if prefix_len:
         pre = torch.ones(bsz, 1, length, prefix_len, dtype=torch.bool, device=mask.device)
+        if prefix_mask is not None:
+            pre = pre & prefix_mask[:, None, None, :]
         if window is not None:  # as in HF's cache path: prefix j sits at position j, text after the prefix
             q = positions if positions is not None else torch.arange(length, device=mask.device).expand(bsz, -1) + prefix_len
-            k = torch.arange(prefix_len, device=mask.device)
+            k = torch.arange(prefix_len, device=mask.device) if prefix_positions is None else prefix_positions[:, None, None, :]
             pre = pre & (q[:, None, :, None] - k < window)
         allowed = torch.cat([pre, allowed], dim=-1)
     out = torch.zeros(allowed.shape, dtype=dtype, device=mask.device)

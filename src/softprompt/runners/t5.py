@@ -11,6 +11,14 @@ from softprompt.runners.sequence import Sequence
 
 class T5Runner(Runner):
     family = "t5"
+    kind = "encoder-decoder"
+    model_types = ("t5", "mt5")
+    lora_targets = ("q", "v")
+    peft_prefix_obstacle = "peft puts prefix key/values into T5's decoder, softprompt into its encoder"
+
+    @classmethod
+    def max_positions(cls, config) -> int | None:
+        return None  # relative position buckets
 
     def __init__(self, model: nn.Module):
         super().__init__(model)
@@ -22,6 +30,9 @@ class T5Runner(Runner):
     @property
     def head_dim(self) -> int:
         return self.config.d_kv
+
+    def embedding_modules(self):
+        return [self.model.encoder.dropout]
 
     def embed(self, seq: Sequence) -> torch.Tensor:
         return self.model.encoder.dropout(seq.hidden)

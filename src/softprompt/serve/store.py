@@ -18,6 +18,7 @@ from typing import Any
 from softprompt.adapter import META, WEIGHTS, load_adapter, read_meta
 from softprompt.errors import AdapterError
 from softprompt.model import SoftPromptModel
+from softprompt.runners import runner_class
 
 log = logging.getLogger("softprompt.serve")
 
@@ -64,17 +65,6 @@ class AdapterEntry:
 def check_name(name: str) -> None:
     if not NAME_RE.match(name):
         raise AdapterError(f"adapter name {name!r}: use 1-64 letters, digits, '.', '_' or '-' (starting with a letter or digit)")
-
-
-def position_limit(backbone) -> int | None:
-    """Most positions the base can embed (None: relative positions, no hard limit)."""
-    cfg = backbone.model.config
-    if backbone.family == "t5":
-        return None
-    limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
-    if limit and backbone.family in ("roberta", "mpnet"):
-        limit -= (cfg.pad_token_id or 0) + 1  # positions start after padding_idx
-    return limit
 
 
 class AdapterStore:
@@ -128,7 +118,7 @@ class AdapterStore:
 
     def _max_tokens(self, model: SoftPromptModel) -> int:
         limit = self.max_length
-        positions = position_limit(self.backbone)
+        positions = runner_class(self.backbone.family).max_positions(self.backbone.model.config)
         producer = model.producer
         if positions is not None:
             limit = min(limit, positions - (producer.num_tokens if producer is not None else 0))

@@ -1,5 +1,12 @@
-"""Injection sites: input embeddings, hidden states at layer m, key/value prefixes."""
+"""Sites, by kind: where prompt vectors enter the model. A new site is one module plus one line below."""
 
-from softprompt.sites.base import HiddenSite, KVSite, Site, SiteConfig, build_site
+from softprompt.sites.base import SITES, Flow, Site, SiteConfig, build_site, register
+from softprompt.sites.embeddings import EmbeddingSite
+from softprompt.sites.kv import KVSite
+from softprompt.sites.layer import LayerSite
 
-__all__ = ["HiddenSite", "KVSite", "Site", "SiteConfig", "build_site"]
+register(EmbeddingSite)
+register(LayerSite)
+register(KVSite)
+
+__all__ = ["SITES", "EmbeddingSite", "Flow", "KVSite", "LayerSite", "Site", "SiteConfig", "build_site", "register"]

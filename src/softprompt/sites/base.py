@@ -1,92 +1,83 @@
-"""Injection sites: where prompt vectors enter the frozen model."""
+"""Sites: where prompt vectors enter the frozen model.
+
+A site is an object the layer loop (`runners/loop.py`) consults as it passes the model:
+before the embeddings are finished (`enter_embeddings`) and before each layer
+(`enter_layer`). It asks its group's producer for vectors through the `Flow` it is handed
+and puts them in (hidden-state insertion or key/value prefixes). The loop never asks what
+kind of site it holds.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Protocol
 
 import torch
 
-from softprompt.runners import Runner, Sequence
+from softprompt.errors import ConfigError
 
 
 @dataclass
 class SiteConfig:
-    kind: Literal["embeddings", "layer", "kv"] = "embeddings"
+    kind: str = "embeddings"  # a registered site kind (softprompt.sites.SITES)
     layer: int | None = None  # site "layer": m (0 = embeddings); None = the middle layer
     layers: list[int] | None = None  # site "kv": layers given prefixes; None = all
 
 
+class Flow(Protocol):
+    """What the layer loop offers a site for its own rows (see runners/loop.py)."""
+
+    runner: object
+    rows: int  # how many batch rows the group has
+
+    def prompt(self) -> torch.Tensor: ...  # the producer's vectors (1|rows, t, D), from the current state
+
+    def insert(self, prompt: torch.Tensor) -> None: ...  # prepend to the group's rows at the current point
+
+    def add_prefixes(self, prefixes: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None: ...
+
+
 class Site:
-    """A site knows the prompt width it needs, the first layer it touches and how it applies."""
+    """Base class: facts every site declares, and no-op hooks."""
 
-    kind: str
-    boundary: int  # layers below this one never see trainable parameters
+    kind: ClassVar[str] = ""
+    peft_type: ClassVar[str | None] = None  # the peft method with the same placement, if any
+    boundary: int  # first layer whose input depends on the prompt; layers below it never see it
 
-    def prompt_dim(self, runner: Runner) -> int:
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-
-class HiddenSite(Site):
-    """Prompt prepended to the hidden states entering layer m (m = 0: the input embeddings)."""
-
-    kind = "layer"
-
-    def __init__(self, layer: int):
-        self.boundary = layer
-
-    def prompt_dim(self, runner: Runner) -> int:
+    def prompt_dim(self, runner) -> int:
+        """Width of one prompt vector the producer must make."""
         return runner.hidden_size
 
-    def apply(self, seq: Sequence, prompt: torch.Tensor, prompt_mask: torch.Tensor | None = None) -> Sequence:
-        from softprompt.runners import insert_prompt
+    def position_shift(self, num_tokens: int) -> int:
+        """How far text positions move (key/value prefixes shift them, as HF's cache does)."""
+        return 0
 
-        return insert_prompt(seq, prompt, prompt_mask)
+    def peft_obstacle(self, runner) -> str | None:
+        """Why this site cannot be exported to peft (None: it can)."""
+        return None if self.peft_type else f"peft has no method that puts prompts at {self.describe()}"
 
-    def describe(self) -> str:
-        return "input embeddings" if self.boundary == 0 else f"hidden states entering layer {self.boundary}"
+    def enter_embeddings(self, flow: Flow) -> None:
+        """Called once with token-space vectors, before positions/norms make layer 0's input."""
 
-
-class KVSite(Site):
-    """Key/value prefixes at a set of layers (Prefix Tuning, P-Tuning v2). GQA-aware."""
-
-    kind = "kv"
-
-    def __init__(self, layers: list[int]):
-        self.layers = sorted(layers)
-        self.boundary = self.layers[0]
-
-    def prompt_dim(self, runner: Runner) -> int:
-        heads, head_dim = runner.prefix_shape()
-        return len(self.layers) * 2 * heads * head_dim
-
-    def prefixes(self, prompt: torch.Tensor, runner: Runner, batch: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """(B|1, P, layers*2*kv) -> {layer: (k, v)} each (B, H_kv, P, head_dim)."""
-        heads, head_dim = runner.prefix_shape()
-        p = prompt.shape[1]
-        x = prompt.expand(batch, -1, -1).view(batch, p, len(self.layers), 2, heads, head_dim)
-        x = x.permute(2, 3, 0, 4, 1, 5)  # (layers, 2, B, H, P, hd)
-        return {layer: (x[i, 0], x[i, 1]) for i, layer in enumerate(self.layers)}
+    def enter_layer(self, layer: int, flow: Flow) -> None:
+        """Called before `layer` runs."""
 
     def describe(self) -> str:
-        return f"key/value prefixes at layers {self.layers[0]}..{self.layers[-1]}" if self.layers == list(
-            range(self.layers[0], self.layers[-1] + 1)
-        ) else f"key/value prefixes at layers {self.layers}"
+        raise NotImplementedError
 
 
-def build_site(cfg: SiteConfig, num_layers: int) -> Site:
-    if cfg.kind == "embeddings":
-        return HiddenSite(0)
-    if cfg.kind == "layer":
-        m = num_layers // 2 if cfg.layer is None else cfg.layer
-        if not 0 <= m < num_layers:
-            raise ValueError(f"site.layer must be in 0..{num_layers - 1} for this backbone, got {m}")
-        return HiddenSite(m)
-    layers = list(range(num_layers)) if cfg.layers is None else list(cfg.layers)
-    bad = [i for i in layers if not 0 <= i < num_layers]
-    if not layers or bad or len(set(layers)) != len(layers):
-        raise ValueError(f"site.layers must be distinct layers in 0..{num_layers - 1}, got {cfg.layers}")
-    return KVSite(layers)
+SITES: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    if not cls.kind or cls.kind in SITES:
+        raise ValueError(f"site kind {cls.kind!r} is empty or registered twice")
+    SITES[cls.kind] = cls
+    return cls
+
+
+def build_site(cfg: SiteConfig, num_layers: int, backbone: str = "this backbone") -> Site:
+    """The site object for `cfg`; a bad value is a ConfigError naming `method.site.<field>`."""
+    if cfg.kind not in SITES:
+        raise ConfigError(f"method.site.kind: unknown {cfg.kind!r}; expected one of {', '.join(SITES)}")
+    return SITES[cfg.kind].from_config(cfg, num_layers, backbone)

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from softprompt.errors import ConfigError
+from softprompt.backbones.registry import layer_count
+from softprompt.methods import MethodConfig, method_config
 
-# learning rates by parameter group; prompt vectors need far higher rates than weights
-DEFAULT_PROMPT_LR = {"mlp": 1e-3, "encoder": 1e-3, "attention": 5e-3, "pooled": 5e-3}  # others (vectors): 3e-2
 
 
 @dataclass
 class TrainConfig:
     backbone: str = "minilm-l6"
     task: str = "sst2"
-    method: dict[str, Any] = field(default_factory=lambda: {"name": "id-spam"})
+    method: MethodConfig = field(default_factory=lambda: method_config("id-spam"))  # a preset name, or a dict
     data_dir: str | None = None
     output_dir: str | None = None  # default: runs/<task>-<method>-<backbone>-s<seed>
     train_limit: int | None = None
@@ -29,9 +30,9 @@ class TrainConfig:
     batch_size: int = 32
     eval_batch_size: int = 64
     grad_accum: int = 1
-    lr: float | None = None  # prompt producer; None: 3e-2 for vectors, 5e-3 input-dependent generators, 1e-3 reparameterisations
+    lr: float | None = None  # prompt producer; None: the producer class's default (`default_lrs`)
     head_lr: float = 1e-3
-    lowrank_lr: float = 1e-4  # DePT's A·B
+    lowrank_lr: float | None = None  # DePT's A·B; None: the producer class's default
     backbone_lr: float | None = None  # None: 5e-4 for LoRA, 2e-5 for full fine-tuning
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
@@ -43,6 +44,8 @@ class TrainConfig:
     patience: int | None = None  # evaluations without improvement before stopping
     cache: Literal["auto", "none", "memory"] = "auto"
     cache_max_gb: float = 4.0
+    backbone_dropout: bool = True  # dropout on in the frozen layers gradients flow through (as peft and the papers)
+    gradient_checkpointing: bool = False  # recompute layer activations in the backward pass (less memory)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     checkpoint_every: int = 100  # steps; 0 = only at evaluations
     keep_checkpoints: int = 2
@@ -65,17 +68,27 @@ class TrainConfig:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"train config: invalid value for {', '.join(bad)}")
-        if isinstance(self.method, str):
-            self.method = {"name": self.method}
+        self.method = MethodConfig.from_value(self.method)
+        layers = layer_count(self.backbone)
+        if layers is not None:
+            self.method.check_for(layers, self.backbone)
+        if self.max_length and self.method.producer is not None:
+            self.method = dataclasses.replace(self.method, producer=self.method.producer.fit(self.max_length))
 
     @property
     def method_name(self) -> str:
-        return self.method.get("name", "custom")
+        return self.method.name
 
     def run_dir(self) -> str:
         return self.output_dir or f"runs/{self.task}-{self.method_name}-{self.backbone}-s{self.seed}"
 
-    def group_lrs(self, producer_kind: str | None, backbone_mode: str) -> dict[str, float]:
-        prompt = self.lr if self.lr is not None else DEFAULT_PROMPT_LR.get(producer_kind, 3e-2)
-        backbone = self.backbone_lr if self.backbone_lr is not None else (5e-4 if backbone_mode == "lora" else 2e-5)
-        return {"prompt": prompt, "lowrank": self.lowrank_lr, "head": self.head_lr, "backbone": backbone}
+    def group_lrs(self) -> dict[str, float]:
+        """Learning rate per parameter group: the config's values, else the producer class's defaults."""
+        defaults = dict(self.method.producer_class.default_lrs) if self.method.producer is not None else {}
+        chosen = {"prompt": self.lr, "lowrank": self.lowrank_lr}
+        rates = {group: chosen.get(group) if chosen.get(group) is not None else lr for group, lr in defaults.items()}
+        backbone = self.backbone_lr if self.backbone_lr is not None else (5e-4 if self.method.backbone == "lora" else 2e-5)
+        return {**rates, "head": self.head_lr, "backbone": backbone}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "method": self.method.to_dict()}

@@ -7,7 +7,6 @@ kept, so the curve (score vs m) can be reported.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from pathlib import Path
@@ -29,8 +28,7 @@ def successive_halving(cfg: TrainConfig, candidates: list[int], backbone=None, m
     while True:
         scores = {}
         for m in alive:
-            method = copy.deepcopy(cfg.method)
-            method["site"] = {**method.get("site", {}), "kind": "layer", "layer": m}
+            method = cfg.method.with_site(kind="layer", layer=m)
             run = dataclasses.replace(cfg, method=method, train_limit=min(budget, total), epochs=1, patience=None,
                                       output_dir=str(Path(cfg.run_dir()) / f"layer-search/b{budget}-m{m}"),
                                       checkpoint_every=0, progress=False)

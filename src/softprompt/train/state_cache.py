@@ -20,7 +20,7 @@ class StateCache:
         self.hits = 0
         self.misses = 0
 
-    def lookup(self, indices: list[int], mask: torch.Tensor, template: Sequence | None = None) -> torch.Tensor | None:
+    def lookup(self, indices: list[int], mask: torch.Tensor) -> torch.Tensor | None:
         """Padded hidden (B, L, d) for a batch if every row is cached, else None."""
         if not all(i in self.rows for i in indices):
             self.misses += 1

@@ -12,7 +12,6 @@ Every global batch is split across processes, so N processes see the same data a
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -29,7 +28,6 @@ from transformers import get_linear_schedule_with_warmup
 
 from softprompt.adapter import WEIGHTS, read_tensors, save_adapter
 from softprompt.errors import ConfigError, SoftPromptError
-from softprompt.methods import method_config
 from softprompt.model import SoftPromptModel
 from softprompt.tasks import get_task, load_split_with_report, subsample
 from softprompt.train import checkpoint as ckpt
@@ -78,18 +76,20 @@ class Trainer:
         self.selection_enc = encode(tok, selection, cfg.max_length)
         self.test_enc = None  # the reported split, encoded when the run finishes (evaluated once)
         torch.manual_seed(cfg.seed)
-        method = method_config(cfg.method)
+        method = cfg.method
         if method.zero_shot:
             raise ConfigError("method zero-shot is not trained; use `softprompt eval --method zero-shot`")
         self.model = SoftPromptModel(
-            self.backbone, method, self.task.num_labels, self.task.is_regression, list(self.task.verbalizer)
+            self.backbone, method, self.task.num_labels, self.task.is_regression, list(self.task.verbalizer),
+            backbone_dropout=cfg.backbone_dropout,
         )
-        self._build_optimizer(method)
+        self.model.gradient_checkpointing = cfg.gradient_checkpointing
+        self._build_optimizer()
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.cache = self._build_cache()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.accelerator.is_main_process:
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         if cfg.tensorboard:
             self.accelerator.init_trackers("tb")
         return self
@@ -135,9 +135,9 @@ class Trainer:
     def unwrapped(self) -> SoftPromptModel:
         return self.accelerator.unwrap_model(self.model)
 
-    def _build_optimizer(self, method) -> None:
+    def _build_optimizer(self) -> None:
         cfg = self.cfg
-        lrs = cfg.group_lrs(method.producer_kind, method.backbone)
+        lrs = cfg.group_lrs()
         groups = []
         for name, params in self.model.param_groups().items():
             decay = [p for p in params if p.dim() > 1]

@@ -6,7 +6,6 @@ between many workers and machines (start the same command on each).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -48,13 +47,15 @@ def tune(cfg: TrainConfig, trials: int, storage: str | None = None, study_name: 
     epochs = [e for e in SPACE["epochs"] if e <= (max_epochs or cfg.epochs)] or [min(SPACE["epochs"])]
 
     def objective(trial: "optuna.Trial") -> float:
-        method = copy.deepcopy(cfg.method)
+        method = cfg.method
         m = fixed_layer if fixed_layer is not None else (
             trial.suggest_int("layer", 0, layers - 1) if layer == "search" else None)
         if m is not None:
-            method["site"] = {**method.get("site", {}), "kind": "layer", "layer": m}
+            method = method.with_site(kind="layer", layer=m)
         dropout = trial.suggest_categorical("dropout", SPACE["dropout"])
-        method["head"] = {**method.get("head", {}), "dropout": dropout}
+        # the paper's dropout grid is the generator's (Table 7); methods without one tune the head's
+        has_own = method.producer is not None and hasattr(method.producer, "dropout")
+        method = method.with_producer(dropout=dropout) if has_own else method.with_head(dropout=dropout)
         run = dataclasses.replace(
             cfg, method=method, epochs=trial.suggest_categorical("epochs", epochs),
             batch_size=trial.suggest_categorical("batch_size", SPACE["batch_size"]),

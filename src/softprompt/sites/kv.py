@@ -1,0 +1,60 @@
+"""Key/value site: prefixes in front of the keys and values of chosen layers (Prefix Tuning, P-Tuning v2).
+
+GQA-aware: one prefix has num_kv_heads x head_dim per key and per value.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from softprompt.errors import ConfigError
+from softprompt.sites.base import Flow, Site, SiteConfig
+
+
+class KVSite(Site):
+    kind = "kv"
+    peft_type = "PREFIX_TUNING"
+
+    def __init__(self, layers: list[int]):
+        self.layers = sorted(layers)
+        self.boundary = self.layers[0]
+
+    @classmethod
+    def from_config(cls, cfg: SiteConfig, num_layers: int, backbone: str) -> "KVSite":
+        if cfg.layer is not None:
+            raise ConfigError("method.site.layer: only for site kind 'layer'; use method.site.layers")
+        layers = list(range(num_layers)) if cfg.layers is None else list(cfg.layers)
+        bad = [i for i in layers if not 0 <= i < num_layers]
+        if not layers or bad or len(set(layers)) != len(layers):
+            raise ConfigError(f"method.site.layers: must be distinct layers in 0..{num_layers - 1} for {backbone}, "
+                              f"got {cfg.layers}")
+        return cls(layers)
+
+    def prompt_dim(self, runner) -> int:
+        heads, head_dim = runner.prefix_shape()
+        return len(self.layers) * 2 * heads * head_dim
+
+    def position_shift(self, num_tokens: int) -> int:
+        return num_tokens
+
+    def peft_obstacle(self, runner) -> str | None:
+        if self.layers != list(range(runner.num_layers)):
+            return f"its key/value prefixes cover only some layers ({self.layers}); peft prefix tuning covers every layer"
+        return runner.peft_prefix_obstacle
+
+    def enter_layer(self, layer: int, flow: Flow) -> None:
+        if layer == self.boundary:  # made once, from the state entering the first prefixed layer
+            flow.add_prefixes(self.prefixes(flow.prompt(), flow.runner, flow.rows))
+
+    def prefixes(self, prompt: torch.Tensor, runner, batch: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """(B|1, P, layers*2*kv) -> {layer: (k, v)} each (B, H_kv, P, head_dim)."""
+        heads, head_dim = runner.prefix_shape()
+        p = prompt.shape[1]
+        x = prompt.expand(batch, -1, -1).view(batch, p, len(self.layers), 2, heads, head_dim)
+        x = x.permute(2, 3, 0, 4, 1, 5)  # (layers, 2, B, H, P, hd)
+        return {layer: (x[i, 0], x[i, 1]) for i, layer in enumerate(self.layers)}
+
+    def describe(self) -> str:
+        span = self.layers == list(range(self.layers[0], self.layers[-1] + 1))
+        where = f"{self.layers[0]}..{self.layers[-1]}" if span else str(self.layers)
+        return f"key/value prefixes at layers {where}"

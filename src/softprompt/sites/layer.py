@@ -1,0 +1,42 @@
+"""Hidden-state site: prompts prepended to the hidden states entering layer m (LPT, ID-SPAM)."""
+
+from __future__ import annotations
+
+from softprompt.errors import ConfigError
+from softprompt.sites.base import Flow, Site, SiteConfig
+
+
+class LayerSite(Site):
+    kind = "layer"
+
+    def __init__(self, layer: int):
+        self.boundary = layer
+
+    @classmethod
+    def from_config(cls, cfg: SiteConfig, num_layers: int, backbone: str) -> "LayerSite":
+        if cfg.layers is not None:
+            raise ConfigError("method.site.layers: only for site kind 'kv'; use method.site.layer")
+        m = num_layers // 2 if cfg.layer is None else cfg.layer
+        if not 0 <= m < num_layers:
+            raise ConfigError(f"method.site.layer: must be in 0..{num_layers - 1} for {backbone}, got {m}")
+        return cls(m)
+
+    @property
+    def peft_type(self) -> str | None:
+        return "PROMPT_TUNING" if self.boundary == 0 else None
+
+    def peft_obstacle(self, runner) -> str | None:
+        if self.boundary == 0:
+            return None
+        return "its prompt enters at a hidden layer; peft prompts enter at the input embeddings or as key/value prefixes"
+
+    def enter_embeddings(self, flow: Flow) -> None:
+        if self.boundary == 0:
+            flow.insert(flow.prompt())
+
+    def enter_layer(self, layer: int, flow: Flow) -> None:
+        if layer == self.boundary and layer > 0:
+            flow.insert(flow.prompt())
+
+    def describe(self) -> str:
+        return "input embeddings" if self.boundary == 0 else f"hidden states entering layer {self.boundary}"

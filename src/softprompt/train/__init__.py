@@ -1,0 +1,1 @@
+"""Training: the recipe (accelerate), batching, the frozen-state cache, checkpoints, tuning and inference."""
