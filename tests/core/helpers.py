@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from softprompt.backbones import load_backbone
-from softprompt.methods import method_config
+from softprompt.methods import PRESETS, method_config
 from softprompt.model import SoftPromptModel
 
-SOFT = ["prompt-tuning", "prefix-tuning", "p-tuning", "p-tuning-v2", "lpt", "smop", "dept", "id-spam"]
+SOFT = [name for name, preset in PRESETS.items() if preset.get("producer")]  # every soft-prompt preset
 BASELINES = ["head-only", "lora", "full-finetune"]
 
 

@@ -12,10 +12,10 @@ import httpx
 import torch
 
 from softprompt.adapter import save_adapter
-from softprompt.methods import method_config
+from softprompt.methods import PRESETS, method_config
 from softprompt.model import SoftPromptModel
 
-METHODS = ["prompt-tuning", "prefix-tuning", "p-tuning", "p-tuning-v2", "lpt", "smop", "dept", "id-spam", "head-only"]
+METHODS = [name for name, preset in PRESETS.items() if preset.get("producer")] + ["head-only"]  # every soft prompt
 TEXTS = ["a gripping, beautifully acted film", "dull", "not bad at all, really",
          "the plot goes nowhere and the jokes fall flat", "ok", "I would watch it again tomorrow"]
 
