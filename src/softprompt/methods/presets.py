@@ -16,6 +16,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "dept": {"producer": {"kind": "decomposed", "num_tokens": 60, "rank": None, "init": "text",
                           "init_text": "Classify this text is postive or not:"}, "site": {"kind": "embeddings"}},
     "id-spam": {"producer": {"kind": "attention", "num_tokens": 10}, "site": {"kind": "layer"}},
+    "idpg": {"producer": {"kind": "idpg"}, "site": {"kind": "embeddings"}},
     # baselines
     "full-finetune": {"producer": None, "backbone": "full"},
     "lora": {"producer": None, "backbone": "lora"},

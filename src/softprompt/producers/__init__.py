@@ -5,6 +5,7 @@ from __future__ import annotations
 from softprompt.producers.attention import AttentionConfig, AttentionPromptGenerator
 from softprompt.producers.base import Producer, ProducerConfig, ProducerInput
 from softprompt.producers.decomposed import DecomposedConfig, DecomposedPrompt
+from softprompt.producers.idpg import IDPGPromptGenerator
 from softprompt.producers.lstm import EncoderConfig, PromptEncoder
 from softprompt.producers.mlp import MLPConfig, MLPPrompt
 from softprompt.producers.pooled import PooledConfig, PooledPromptGenerator
@@ -29,5 +30,6 @@ register(RoutedPrompt)
 register(DecomposedPrompt)
 register(AttentionPromptGenerator)
 register(PooledPromptGenerator)
+register(IDPGPromptGenerator)
 
 __all__ = ["PRODUCERS", "Producer", "ProducerConfig", "ProducerInput", "register"]
