@@ -19,9 +19,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    cfg = config_from_args(args)  # checked before anything heavy is imported or loaded
     from softprompt.train.trainer import train
 
-    cfg = config_from_args(args)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [cfg.seed]
     summaries = []
     for seed in seeds:
