@@ -143,6 +143,10 @@ class SoftPromptModel(nn.Module):
     def groups(self) -> list[PromptGroup]:
         return [PromptGroup(self.producer, self.site)]
 
+    def start(self, input_ids, attention_mask, token_type_ids=None) -> Sequence:
+        """The batch in token space, before any layer (positions shifted where the site says)."""
+        return start_sequence(self.runner, self.groups, input_ids, attention_mask, token_type_ids)[0]
+
     def frozen_state(self, input_ids, attention_mask, token_type_ids=None) -> Sequence:
         """State entering the boundary layer (token space when the boundary is 0)."""
         seq, tok = start_sequence(self.runner, self.groups, input_ids, attention_mask, token_type_ids)

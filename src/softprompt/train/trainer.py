@@ -213,7 +213,7 @@ class Trainer:
         if self.cache is None:
             return None
         indices = batch["indices"].tolist()
-        template = model._start(ids, mask, types)
+        template = model.start(ids, mask, types)
         hidden = self.cache.lookup(indices, mask)
         if hidden is not None:
             return template.with_hidden(hidden.to(template.hidden.dtype))
