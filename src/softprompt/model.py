@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from softprompt.decoding import GenerationConfig, Generated
+from softprompt.decoding import generate as decoding_generate
+from softprompt.generation import session_for
 from softprompt.heads import PooledHead, VerbalizerHead, resolve_head
 from softprompt.producers import Producer
 from softprompt.runners import Runner, Sequence, runner_for
@@ -210,37 +213,26 @@ class SoftPromptModel(nn.Module):
         return torch.stack(scores, dim=1)
 
     @torch.inference_mode()
-    def generate(self, input_ids, attention_mask, max_new_tokens: int = 20, eos_token_id: int | None = None):
-        """Greedy continuation with the prompt in place (decoders; T5 decodes from the prompted encoder).
+    def generate(self, input_ids, attention_mask, max_new_tokens: int = 20, eos_token_id: int | None = None,
+                 **options) -> torch.Tensor:
+        """New tokens (B, n) with the prompt in place (decoders and T5), padded with eos after each row's end.
 
-        Decoders recompute the prefix each step (no KV cache): simple and exact for prompts
-        entering at any layer; fine for short answers.
+        The prompt and any prefix key/values are computed once per row; options are those of
+        `decoding.GenerationConfig` (do_sample, temperature, top_p, seed, num_beams, stop, ...).
         """
-        if self.backbone.kind == "encoder":
-            raise ValueError("generate() needs a decoder or an encoder-decoder backbone")
-        eos = self.backbone.tokenizer.eos_token_id if eos_token_id is None else eos_token_id
-        if self.backbone.kind == "encoder-decoder":
-            from transformers.modeling_outputs import BaseModelOutput
+        out = self.generate_text(input_ids, attention_mask, max_new_tokens=max_new_tokens,
+                                 eos_token_id=eos_token_id, **options)
+        eos = eos_token_id if eos_token_id is not None else self.backbone.tokenizer.eos_token_id
+        fill = eos if eos is not None and eos >= 0 else (self.backbone.tokenizer.pad_token_id or 0)
+        width = max(1, max(len(t) + (r == "eos") for t, r in zip(out.tokens, out.finish_reasons)))
+        rows = [t + ([eos] if r == "eos" else []) for t, r in zip(out.tokens, out.finish_reasons)]
+        return torch.tensor([r + [fill] * (width - len(r)) for r in rows], dtype=torch.long, device=input_ids.device)
 
-            hidden, seq = self.from_state(self.frozen_state(input_ids, attention_mask), input_ids)
-            return self.backbone.model.generate(
-                encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=seq.mask.long(),
-                max_new_tokens=max_new_tokens, do_sample=False,
-            )
-        ids, mask = input_ids, attention_mask
-        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-        new = []
-        for _ in range(max_new_tokens):
-            hidden, seq = self.from_state(self.frozen_state(ids, mask), ids)
-            last = hidden[torch.arange(ids.shape[0], device=ids.device), last_real_index(seq.text_mask)]
-            nxt = self.runner.lm_head()(last).argmax(-1)
-            nxt = torch.where(done, torch.full_like(nxt, eos if eos is not None else 0), nxt)
-            new.append(nxt)
-            done |= nxt == eos if eos is not None else done
-            ids, mask = append_columns(ids, mask, nxt)
-            if bool(done.all()):
-                break
-        return torch.stack(new, dim=1)
+    @torch.inference_mode()
+    def generate_text(self, input_ids, attention_mask, **options) -> Generated:
+        """Tokens, texts and finish reasons per row (see `decoding.generate`)."""
+        cfg = GenerationConfig(**options)
+        return decoding_generate(session_for(self), input_ids, attention_mask, cfg, self.backbone.tokenizer)
 
     # -- generation with a key/value cache -------------------------------------------------------
     @torch.no_grad()
@@ -258,6 +250,20 @@ class SoftPromptModel(nn.Module):
     def decode(self, cache: KVCache, token_ids: torch.Tensor) -> torch.Tensor:
         """Logits (B, n, V) for tokens (B, n) appended to every row; the cache grows by n."""
         return self.runner.lm_head()(decode_step(self.runner, cache, token_ids))
+
+    def encode(self, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder-decoders: the prompted encoder's final states and their attention mask."""
+        hidden, seq = self.from_state(self.frozen_state(input_ids, attention_mask), input_ids)
+        return hidden, seq.mask.long()
+
+    def decoder_logits(self, encoded, encoder_mask, decoder_ids, past_key_values=None) -> torch.Tensor:
+        """Encoder-decoders: next-token logits of the decoder reading the prompted encoder."""
+        from transformers.modeling_outputs import BaseModelOutput
+
+        out = self.backbone.model(encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
+                                  attention_mask=encoder_mask, decoder_input_ids=decoder_ids,
+                                  past_key_values=past_key_values, use_cache=past_key_values is not None)
+        return out.logits
 
     def _check_decoder(self, what: str) -> None:
         if self.runner.kind != "decoder":

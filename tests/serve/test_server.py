@@ -296,8 +296,6 @@ def generated_alone(backbone, folder: Path, text: str, budget: int) -> list[int]
     enc = backbone.tokenizer(text, return_tensors="pt")
     with torch.no_grad():
         row = model.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=budget)[0].tolist()
-    if backbone.family == "t5":
-        row = row[1:]
     eos = backbone.tokenizer.eos_token_id
     return row[: row.index(eos)] if eos in row else row
 

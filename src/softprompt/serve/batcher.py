@@ -245,8 +245,6 @@ class Batcher:
         specials = set(self.tokenizer.all_special_ids)
         results = []
         for enc, row in zip(encoded, out.tolist()):
-            if self.runner.family == "t5":
-                row = row[1:]  # the decoder start token
             finished = eos is not None and eos in row
             tokens = row[: row.index(eos)] if finished else row
             text = self.tokenizer.decode([t for t in tokens if t not in specials])
