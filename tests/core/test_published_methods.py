@@ -226,14 +226,16 @@ def test_label_init_is_the_label_words_embeddings():
     model = build("tiny-bert", "prompt-tuning", producer={"num_tokens": 5, "init": "labels", "label_words": words})
     tok, emb = model.backbone.tokenizer, model.runner.word_embeddings
     with torch.no_grad():
-        expected = torch.stack([emb(torch.tensor(tok(w, add_special_tokens=False)["input_ids"])).mean(0) for w in words])
+        ids = [torch.tensor(tok(w, add_special_tokens=False)["input_ids"]) for w in words]
+        expected = torch.stack([emb(i).mean(0) for i in ids])  # a multi-token label word: mean
         prompt = model.producer.prompt
         assert torch.allclose(prompt[:2], expected, atol=1e-6)
-        assert not torch.allclose(prompt[2], expected[0])  # the rest: sampled vocabulary (Lester et al.)
+        # the rest: sampled vocabulary (Lester et al.), seeded by the run seed (build seeds torch with 0)
+        assert torch.equal(prompt[2:], emb(sample_vocab(tok, 3, 0)))
     cycled = build("tiny-bert", "prompt-tuning",
                    producer={"num_tokens": 5, "init": "labels", "label_words": words, "label_fill": "cycle"})
     assert torch.allclose(cycled.producer.prompt.detach(), expected[[0, 1, 0, 1, 0]], atol=1e-6)
-    with pytest.raises(ValueError, match="label_words"):
+    with pytest.raises(ConfigError, match="method.producer.label_words"):
         build("tiny-bert", "prompt-tuning", producer={"init": "labels"})
 
 

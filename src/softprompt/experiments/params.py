@@ -21,7 +21,8 @@ def parameter_table(backbone, methods: list[str], num_labels: int = 2, max_lengt
         bb = copy.copy(backbone)
         if PRESETS[name].get("backbone", "frozen") != "frozen":
             bb.model = copy.deepcopy(backbone.model)  # LoRA/full change the model; keep the shared one clean
-        run = {"producer": {"max_length": max_length}} if (PRESETS[name].get("producer") or {}).get("kind") == "decomposed" else {}
+        sized_by_run = (PRESETS[name].get("producer") or {}).get("kind") == "decomposed"
+        run = {"producer": {"max_length": max_length}} if sized_by_run else {}
         model = SoftPromptModel(bb, method_config(name, **run), num_labels)
         head = sum(p.numel() for p in model.head.parameters())
         n = model.num_trainable()

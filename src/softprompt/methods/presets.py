@@ -12,7 +12,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "p-tuning-v2": {"producer": {"kind": "static"}, "site": {"kind": "kv"}},
     # published defaults; sources in docs/methods-fidelity.md
     "lpt": {"producer": {"kind": "pooled", "generator": "npg", "num_tokens": 10}, "site": {"kind": "layer"}},
-    "smop": {"producer": {"kind": "router", "num_tokens": 5, "num_prompts": 4, "top_k": 1}, "site": {"kind": "embeddings"}},
+    "smop": {"producer": {"kind": "router", "num_tokens": 5, "num_prompts": 4, "top_k": 1},
+             "site": {"kind": "embeddings"}},
     "dept": {"producer": {"kind": "decomposed", "num_tokens": 60, "rank": None, "init": "text",
                           "init_text": "Classify this text is postive or not:"}, "site": {"kind": "embeddings"}},
     "id-spam": {"producer": {"kind": "attention", "num_tokens": 10}, "site": {"kind": "layer"}},

@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from softprompt.errors import ConfigError
 from softprompt.producers.base import Producer, ProducerConfig, ProducerInput
 
 VOCAB_SAMPLE = 5000  # Lester et al.: the 5,000 most common tokens
@@ -65,7 +66,6 @@ class StaticPrompt(Producer):
             return
         if embedding.weight.shape[1] != self.out_dim:
             raise ValueError(f"init {cfg.init!r} needs prompts in embedding space (dim {self.out_dim})")
-        device = embedding.weight.device
         if cfg.init == "vocab":
             values = embed(embedding, sample_vocab(tokenizer, cfg.num_tokens, self.vocab_seed()))
         elif cfg.init == "labels":
@@ -74,7 +74,7 @@ class StaticPrompt(Producer):
             ids = torch.tensor(tokenizer(cfg.init_text, add_special_tokens=False)["input_ids"])
             if len(ids) == 0:
                 raise ValueError(f"init_text {cfg.init_text!r} has no tokens")
-            values = embed(embedding, cycle(ids, cfg.num_tokens).to(device))
+            values = embed(embedding, cycle(ids, cfg.num_tokens))
         self.prompt.copy_(values.to(self.prompt.dtype))
 
     def vocab_seed(self) -> int:
@@ -83,7 +83,8 @@ class StaticPrompt(Producer):
     def label_values(self, embedding: nn.Embedding, tokenizer) -> torch.Tensor:
         cfg: StaticConfig = self.cfg
         if not cfg.label_words:
-            raise ValueError("init: labels needs label_words (the task's verbalizer words, filled by the caller)")
+            raise ConfigError("method.producer.label_words: init 'labels' needs the task's label words "
+                              "(the caller fills them from the task's verbalizer)")
         rows = []
         for word in cfg.label_words:
             ids = tokenizer(word, add_special_tokens=False)["input_ids"]
