@@ -42,6 +42,7 @@ def adapter_meta(model, task: str | None = None, label_names: list[str] | None =
         "label_words": model.label_words,
         "num_labels": model.num_labels,
         "is_regression": model.is_regression,
+        "generative": model.generative,
         "folded": bool(getattr(model, "folded", False)),
         **extra,
     }
@@ -141,7 +142,7 @@ def load_adapter(directory: str | os.PathLike, backbone=None, *, check_base: boo
     except ValueError as err:
         raise AdapterError(f"{directory / META}: field 'method': {err}") from None
     model = SoftPromptModel(backbone, method, int(meta["num_labels"]), bool(meta.get("is_regression")),
-                            meta.get("label_words") or None)
+                            meta.get("label_words") or None, generative=bool(meta.get("generative")))
     if meta.get("folded"):
         model.fold()
         model.folded = True

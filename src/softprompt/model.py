@@ -31,14 +31,16 @@ if TYPE_CHECKING:
 
 @dataclass
 class Output:
-    logits: torch.Tensor
+    logits: torch.Tensor | None  # None for generation: the loss needs logits at target tokens only
     loss: torch.Tensor | None = None
 
 
 class SoftPromptModel(nn.Module):
     def __init__(self, backbone, method: "MethodConfig", num_labels: int, is_regression: bool = False,
-                 label_words: list[str] | None = None, backbone_dropout: bool = True, max_length: int = 128):
+                 label_words: list[str] | None = None, backbone_dropout: bool = True, max_length: int = 128,
+                 generative: bool = False):
         super().__init__()
+        self.generative = generative  # trained on target text with the LM head (no task head)
         self.backbone_dropout = backbone_dropout  # dropout on in the layers gradients flow through
         self.gradient_checkpointing = False
         self.backbone = backbone
@@ -53,8 +55,11 @@ class SoftPromptModel(nn.Module):
             method = self.method = dataclasses.replace(method, producer=method.producer.fit(max_length))
         self.site = method.build_site(self.runner.num_layers, backbone.name)
         self.producer: Producer | None = self._build_producer()
-        self.head_kind, self.pooling = resolve_head(method.head, backbone.kind, is_regression)
-        self.head = self._build_head()
+        if generative and backbone.kind == "encoder":
+            raise ValueError("a generation task needs a decoder or an encoder-decoder backbone")
+        self.head_kind, self.pooling = ("lm", "none") if generative else resolve_head(method.head, backbone.kind,
+                                                                                      is_regression)
+        self.head = nn.Identity() if generative else self._build_head()
         self._setup_backbone_training()
 
     # -- construction --------------------------------------------------------------------------
@@ -170,9 +175,12 @@ class SoftPromptModel(nn.Module):
                          gradient_checkpointing=self.gradient_checkpointing, source_mask=source_mask)
         return self.runner.finish(seq.hidden), seq
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, state: Sequence | None = None):
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, state: Sequence | None = None,
+                source_mask=None):
         if state is None:
             state = self.frozen_state(input_ids, attention_mask, token_type_ids)
+        if self.generative:
+            return Output(None, self.lm_loss(state, input_ids, attention_mask, labels, source_mask))
         hidden, seq = self.from_state(state, input_ids)
         logits = self.head_logits(hidden, seq.text_mask, input_ids, attention_mask, token_type_ids)
         loss = None if labels is None else self.loss(logits, labels)
@@ -186,6 +194,28 @@ class SoftPromptModel(nn.Module):
         if self.head_kind == "regression":
             logits = logits.squeeze(-1)
         return logits
+
+    def lm_loss(self, state, input_ids, attention_mask, labels, source_mask=None) -> torch.Tensor | None:
+        """Mean cross-entropy over target tokens only (labels -100 elsewhere); producers read the source only.
+
+        Decoders: `labels` (B, T) align with `input_ids`; logits are computed at target positions
+        only. T5: `input_ids` is the source, `labels` (B, T') the decoder's targets.
+        """
+        hidden, seq = self.from_state(state, input_ids, source_mask=source_mask)
+        if labels is None:
+            return None
+        if self.runner.kind == "encoder-decoder":
+            from transformers.modeling_outputs import BaseModelOutput
+
+            out = self.backbone.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+                                      attention_mask=seq.mask.long(), labels=labels)
+            return out.loss
+        text = hidden.new_zeros(*input_ids.shape, hidden.shape[-1])
+        text[attention_mask.bool()] = hidden[seq.text_mask]  # back to the input layout (prompts dropped)
+        nxt = labels[:, 1:]
+        at = nxt != -100  # the state at position c predicts the token at c + 1
+        logits = self.runner.lm_head()(text[:, :-1][at])
+        return F.cross_entropy(logits.float(), nxt[at])
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.head_kind == "regression":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -17,6 +17,15 @@ class Encoded:
     labels: np.ndarray
     groups: list[str | None]
     truncated: int  # examples cut to max_length
+    # generation tasks (train/text_batches.py): source and target token ids, the examples, decoder or T5
+    sources: list[list[int]] | None = None
+    targets: list[list[int]] | None = None
+    examples: list = field(default_factory=list)
+    decoder_only: bool = True
+
+    @property
+    def generative(self) -> bool:
+        return self.targets is not None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -71,7 +80,30 @@ def collate(enc: Encoded, indices: list[int], pad_id: int, padding_side: str = "
     batch = {"input_ids": ids, "attention_mask": mask, "indices": torch.tensor(indices)}
     if types is not None:
         batch["token_type_ids"] = types
+    if enc.generative:
+        batch.update(_token_labels(enc, indices, ids.shape[1], padding_side))
+        return batch
     labels = enc.labels[indices]
     if not np.isnan(labels).any():
         batch["labels"] = torch.tensor(labels, dtype=torch.float32)
     return batch
+
+
+def _token_labels(enc: Encoded, indices: list[int], width: int, padding_side: str) -> dict[str, torch.Tensor]:
+    """Decoders: labels on the target tokens of the input (-100 elsewhere) and the source mask.
+    T5: the decoder's labels (padded with -100)."""
+    if not enc.decoder_only:
+        t = max(1, max(len(enc.targets[i]) for i in indices))
+        labels = torch.full((len(indices), t), -100, dtype=torch.long)
+        for r, i in enumerate(indices):
+            labels[r, : len(enc.targets[i])] = torch.tensor(enc.targets[i], dtype=torch.long)
+        return {"labels": labels}
+    labels = torch.full((len(indices), width), -100, dtype=torch.long)
+    source = torch.zeros((len(indices), width), dtype=torch.bool)
+    for r, i in enumerate(indices):
+        n, s, t = len(enc.input_ids[i]), len(enc.sources[i]), enc.targets[i]
+        start = width - n if padding_side == "left" else 0
+        source[r, start : start + s] = True
+        if t:
+            labels[r, start + s : start + n] = torch.tensor(t, dtype=torch.long)
+    return {"labels": labels, "source_mask": source}

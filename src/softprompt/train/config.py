@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,6 +46,7 @@ class TrainConfig:
     cache: Literal["auto", "none", "memory"] = "auto"
     cache_max_gb: float = 4.0
     backbone_dropout: bool = True  # dropout on in the frozen layers gradients flow through (as peft and the papers)
+    chat_template: bool = False  # generation tasks: source as the chat template's user turn, target as the answer
     gradient_checkpointing: bool = False  # recompute layer activations in the backward pass (less memory)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     checkpoint_every: int = 100  # steps; 0 = only at evaluations
@@ -91,4 +93,5 @@ class TrainConfig:
         return {**rates, "head": self.head_lr, "backbone": backbone}
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "method": self.method.to_dict()}
+        plain = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in dataclasses.asdict(self).items()}
+        return {**plain, "method": self.method.to_dict()}

@@ -41,6 +41,8 @@ def predictions_from_logits(logits: np.ndarray, is_regression: bool) -> np.ndarr
 
 
 def score(task, model, enc: Encoded, batch_size: int, tokenizer) -> dict[str, float]:
+    if enc.generative:
+        return score_generation(task, model, enc, batch_size, tokenizer)[0]
     logits = predict_logits(model, enc, batch_size, tokenizer)
     preds = predictions_from_logits(logits, task.is_regression)
     labels = enc.labels if task.is_regression else enc.labels.astype(np.int64)
@@ -48,4 +50,41 @@ def score(task, model, enc: Encoded, batch_size: int, tokenizer) -> dict[str, fl
     return compute_metrics(task, preds, labels, groups)
 
 
-__all__ = ["batch_order", "predict_logits", "predictions_from_logits", "score", "padding_side"]
+def max_new_tokens_for(task, tokenizer) -> int:
+    """Room for the longest label word (text-to-text views) or a sentence (data-to-text)."""
+    if task.is_text_to_text:
+        return max(len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) for w in task.verbalizer) + 2
+    return 64
+
+
+@torch.inference_mode()
+def generate_outputs(model, enc: Encoded, batch_size: int, tokenizer, max_new_tokens: int, **options) -> list[str]:
+    """Generated text for every example's source, in the split's order (decoders pad on the left)."""
+    was_training = model.training
+    model.eval()
+    device = model.runner.word_embeddings.weight.device
+    sources = Encoded(enc.sources, None, enc.labels, enc.groups, 0)
+    side = "left" if enc.decoder_only else "right"
+    order = np.argsort(sources.lengths, kind="stable")
+    texts: list[str] = [""] * len(enc)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size].tolist()
+        batch = collate(sources, idx, tokenizer.pad_token_id, side)
+        out = model.generate_text(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                  max_new_tokens=max_new_tokens, **options)
+        for r, i in enumerate(idx):
+            texts[i] = out.texts[r].strip()
+    model.train(was_training)
+    return texts
+
+
+def score_generation(task, model, enc: Encoded, batch_size: int, tokenizer, max_new_tokens: int | None = None,
+                     with_meteor: bool = False) -> tuple[dict, list[str]]:
+    """Scores of generated outputs (labels parsed back for text-to-text views; BLEU etc. for data-to-text)."""
+    from softprompt.tasks import score_predictions
+
+    preds = generate_outputs(model, enc, batch_size, tokenizer, max_new_tokens or max_new_tokens_for(task, tokenizer))
+    return score_predictions(task, enc.examples, preds, with_meteor=with_meteor), preds
+
+
+__all__ = ["batch_order", "predict_logits", "predictions_from_logits", "score", "score_generation", "generate_outputs", "padding_side"]
