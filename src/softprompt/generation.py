@@ -35,8 +35,8 @@ class EncoderDecoderSession:
     def prefill(self, input_ids, attention_mask) -> torch.Tensor:
         from transformers import DynamicCache, EncoderDecoderCache
 
-        self.encoded, self.encoder_mask = self.model.encode(input_ids, attention_mask)
-        self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        self.encoded, self.encoder_mask, prefixed = self.model.encode(input_ids, attention_mask)
+        self.cache = prefixed or EncoderDecoderCache(DynamicCache(), DynamicCache())
         start = self.model.backbone.model.config.decoder_start_token_id
         return self._next(torch.full((input_ids.shape[0], 1), start, dtype=torch.long, device=input_ids.device))
 

@@ -205,11 +205,8 @@ class SoftPromptModel(nn.Module):
         if labels is None:
             return None
         if self.runner.kind == "encoder-decoder":
-            from transformers.modeling_outputs import BaseModelOutput
-
-            out = self.backbone.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
-                                      attention_mask=seq.mask.long(), labels=labels)
-            return out.loss
+            cache = decoder_cache(seq.decoder_prefixes)
+            return self.decoder_logits(hidden, seq.mask.long(), None, past_key_values=cache, labels=labels).loss
         text = hidden.new_zeros(*input_ids.shape, hidden.shape[-1])
         text[attention_mask.bool()] = hidden[seq.text_mask]  # back to the input layout (prompts dropped)
         nxt = labels[:, 1:]
@@ -281,19 +278,20 @@ class SoftPromptModel(nn.Module):
         """Logits (B, n, V) for tokens (B, n) appended to every row; the cache grows by n."""
         return self.runner.lm_head()(decode_step(self.runner, cache, token_ids))
 
-    def encode(self, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder-decoders: the prompted encoder's final states and their attention mask."""
-        hidden, seq = self.from_state(self.frozen_state(input_ids, attention_mask), input_ids)
-        return hidden, seq.mask.long()
+    def encode(self, input_ids, attention_mask, source_mask=None):
+        """Encoder-decoders: the prompted encoder's final states, their mask, and a decoder cache that
+        holds the decoder's key/value prefixes (key/value sites; empty otherwise)."""
+        hidden, seq = self.from_state(self.frozen_state(input_ids, attention_mask), input_ids, source_mask)
+        return hidden, seq.mask.long(), decoder_cache(seq.decoder_prefixes)
 
-    def decoder_logits(self, encoded, encoder_mask, decoder_ids, past_key_values=None) -> torch.Tensor:
-        """Encoder-decoders: next-token logits of the decoder reading the prompted encoder."""
+    def decoder_logits(self, encoded, encoder_mask, decoder_ids, past_key_values=None, labels=None):
+        """Encoder-decoders: the decoder reading the prompted encoder (logits; the loss too with labels)."""
         from transformers.modeling_outputs import BaseModelOutput
 
         out = self.backbone.model(encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
-                                  attention_mask=encoder_mask, decoder_input_ids=decoder_ids,
+                                  attention_mask=encoder_mask, decoder_input_ids=decoder_ids, labels=labels,
                                   past_key_values=past_key_values, use_cache=past_key_values is not None)
-        return out.logits
+        return out if labels is not None else out.logits
 
     def _check_decoder(self, what: str) -> None:
         if self.runner.kind != "decoder":
@@ -333,3 +331,18 @@ def append_columns(ids: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor):
     ids[rows, pos] = tokens
     mask[rows, pos] = 1
     return ids, mask
+
+
+def decoder_cache(groups):
+    """An encoder-decoder cache whose self-attention part starts with the decoder's key/value prefixes."""
+    if not groups:
+        return None
+    if len(groups) > 1 or groups[0][0] is not None:
+        raise ValueError("decoder prefixes of several adapters in one batch are not supported yet")
+    prefixes = groups[0][1]
+    from transformers import DynamicCache, EncoderDecoderCache
+
+    own = DynamicCache()
+    for layer in sorted(prefixes):
+        own.update(*prefixes[layer], layer)
+    return EncoderDecoderCache(own, DynamicCache())

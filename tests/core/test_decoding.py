@@ -75,11 +75,11 @@ def test_t5_decoder_steps_with_its_cache_equal_full_decoder_passes():
     ids, mask, _ = batch(model.backbone.tokenizer, TEXTS[:2], "right")
     out = model.generate_text(ids, mask, max_new_tokens=5, eos_token_id=-1)
     with torch.no_grad():
-        encoded, enc_mask = model.encode(ids, mask)
         start = model.backbone.model.config.decoder_start_token_id
         dec = torch.full((2, 1), start)
-        for _ in range(5):
-            nxt = model.decoder_logits(encoded, enc_mask, dec)[:, -1].argmax(-1)
+        for _ in range(5):  # a full decoder pass per step, behind a fresh copy of the decoder prefixes
+            encoded, enc_mask, prefixes = model.encode(ids, mask)
+            nxt = model.decoder_logits(encoded, enc_mask, dec, past_key_values=prefixes)[:, -1].argmax(-1)
             dec = torch.cat([dec, nxt[:, None]], 1)
     assert [row[1:] for row in dec.tolist()] == out.tokens
 
@@ -116,3 +116,19 @@ def test_bad_generation_settings_name_the_field():
         GenerationConfig(top_p=0.0)
     with pytest.raises(ConfigError, match="num_beams > 1 is beam search"):
         GenerationConfig(num_beams=2, do_sample=True)
+
+
+def test_t5_key_value_sites_prefix_the_decoder_too():
+    model = perturbed("tiny-t5", "p-tuning-v2")
+    runner = model.runner
+    heads, head_dim = runner.prefix_shape()
+    assert model.producer.out_dim == (runner.num_layers + runner.decoder_layers) * 2 * heads * head_dim
+    ids, mask, _ = batch(model.backbone.tokenizer, TEXTS[:2], "right")
+    with torch.no_grad():
+        with_decoder = model.generate_text(ids, mask, max_new_tokens=6, eos_token_id=-1).tokens
+        encoded, enc_mask, prefixes = model.encode(ids, mask)
+        start = torch.full((2, 1), model.backbone.model.config.decoder_start_token_id)
+        plain = model.decoder_logits(encoded, enc_mask, start)[:, -1]
+        prefixed = model.decoder_logits(encoded, enc_mask, start, past_key_values=prefixes)[:, -1]
+    assert not torch.allclose(plain, prefixed)  # the decoder's own prefixes change what it predicts
+    assert with_decoder[0][0] == int(prefixed[0].argmax())

@@ -61,11 +61,12 @@ def test_t5_loss_goes_through_the_decoder(data_dir):
     enc, batch = encoded_batch(model, data_dir, "right")
     with torch.no_grad():
         loss = model(batch["input_ids"], batch["attention_mask"], labels=batch["labels"]).loss
-        encoded, enc_mask = model.encode(batch["input_ids"], batch["attention_mask"])
+        encoded, enc_mask, prefixes = model.encode(batch["input_ids"], batch["attention_mask"])
+        assert prefixes is not None and prefixes.get_seq_length() == model.producer.num_tokens  # decoder prefixes
         labels = batch["labels"]
         start = torch.full((labels.shape[0], 1), model.backbone.model.config.decoder_start_token_id)
         dec_in = torch.cat([start, labels[:, :-1].clamp(min=0)], 1)
-        logits = model.decoder_logits(encoded, enc_mask, dec_in)
+        logits = model.decoder_logits(encoded, enc_mask, dec_in, past_key_values=prefixes)
         ref = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
     assert abs(float(loss) - float(ref)) < 1e-5
 

@@ -57,6 +57,11 @@ class Runner(nn.Module):
     lora_targets: tuple[str, ...] = ("query", "value")
     peft_prefix_obstacle: str | None = None  # why peft cannot prefix-tune this family (None: it can)
 
+    @property
+    def decoder_layers(self) -> int:
+        """Encoder-decoders: decoder self-attention layers that key/value sites also prefix (else 0)."""
+        return 0
+
     @classmethod
     def max_positions(cls, config) -> int | None:
         """Most positions the base can embed (None: relative positions, no hard limit)."""

@@ -12,7 +12,7 @@ padded to the longest one, and each row keeps its own positions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -65,6 +65,7 @@ class _Pass:
     source: torch.Tensor | None = None  # (input layout) tokens producers may read; None: all text
     pending: list = field(default_factory=list)  # (rows, prompt) to insert at this point
     prefixes: dict = field(default_factory=dict)  # layer -> [(rows, k, v)]
+    decoder_prefixes: list = field(default_factory=list)  # encoder-decoders: [(rows, {layer: (k, v)})]
 
     def layout(self, x: torch.Tensor) -> torch.Tensor:
         """`x` (input layout) moved to where its tokens sit now (prompts inserted), zeros elsewhere."""
@@ -112,6 +113,10 @@ class _Flow:
     def add_prefixes(self, prefixes: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
         for layer, (k, v) in prefixes.items():
             self._p.prefixes.setdefault(layer, []).append((self._g.rows, k, v))
+
+    def add_decoder_prefixes(self, prefixes: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Encoder-decoders: kept on the returned state, (rows, {layer: (k, v)}) per group, for the decoder."""
+        self._p.decoder_prefixes.append((self._g.rows, prefixes))
 
 
 def run_layers(runner: Runner, groups: list[PromptGroup], seq: Sequence, tok: torch.Tensor, start: int, end: int,
@@ -164,7 +169,7 @@ def run_layers(runner: Runner, groups: list[PromptGroup], seq: Sequence, tok: to
             hidden = checkpoint(runner.layer, i, hidden, contexts[ctx_key], cache, use_reentrant=False)
         else:
             hidden = runner.layer(i, hidden, contexts[ctx_key], cache)
-    return p.seq.with_hidden(hidden)
+    return replace(p.seq, hidden=hidden, decoder_prefixes=p.decoder_prefixes or p.seq.decoder_prefixes)
 
 
 def _enter_embeddings(p: _Pass, groups: list[PromptGroup]) -> None:

@@ -21,6 +21,7 @@ class Sequence:
     text_mask: torch.Tensor  # (B, L) bool: text token
     token_type_ids: torch.Tensor | None = None  # (B, L) long, encoders with segment embeddings
     position_offset: int | torch.Tensor = 0  # positions start here, per batch or (B, 1) per row (key/value prefixes shift text, as HF does)
+    decoder_prefixes: list | None = None  # encoder-decoders: [(rows or None, {decoder layer: (k, v)})]
 
     @property
     def positions(self) -> torch.Tensor:

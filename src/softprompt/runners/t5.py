@@ -1,4 +1,5 @@
-"""Runner for the encoder of T5-style encoder-decoders; prompts go on the encoder side."""
+"""Runner for the encoder of T5-style encoder-decoders: prompts go on the encoder side (key/value sites
+also prefix the decoder's self-attention, as Li & Liang do for encoder-decoders)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ class T5Runner(Runner):
     kind = "encoder-decoder"
     model_types = ("t5", "mt5")
     lora_targets = ("q", "v")
-    peft_prefix_obstacle = "peft puts prefix key/values into T5's decoder, softprompt into its encoder"
+    peft_prefix_obstacle = "peft prefixes only T5's decoder; softprompt prefixes its encoder and decoder (Li & Liang)"
 
     @classmethod
     def max_positions(cls, config) -> int | None:
@@ -30,6 +31,10 @@ class T5Runner(Runner):
     @property
     def head_dim(self) -> int:
         return self.config.d_kv
+
+    @property
+    def decoder_layers(self) -> int:
+        return len(self.model.decoder.block)
 
     def embedding_modules(self):
         return [self.model.encoder.dropout]

@@ -36,6 +36,8 @@ class Flow(Protocol):
 
     def add_prefixes(self, prefixes: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None: ...
 
+    def add_decoder_prefixes(self, prefixes: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None: ...
+
 
 class Site:
     """Base class: facts every site declares, and no-op hooks."""

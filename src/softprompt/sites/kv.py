@@ -32,7 +32,7 @@ class KVSite(Site):
 
     def prompt_dim(self, runner) -> int:
         heads, head_dim = runner.prefix_shape()
-        return len(self.layers) * 2 * heads * head_dim
+        return (len(self.layers) + runner.decoder_layers) * 2 * heads * head_dim
 
     def position_shift(self, num_tokens: int) -> int:
         return num_tokens
@@ -44,17 +44,34 @@ class KVSite(Site):
 
     def enter_layer(self, layer: int, flow: Flow) -> None:
         if layer == self.boundary:  # made once, from the state entering the first prefixed layer
-            flow.add_prefixes(self.prefixes(flow.prompt(), flow.runner, flow.rows))
+            prompt = flow.prompt()
+            flow.add_prefixes(self.prefixes(prompt, flow.runner, flow.rows))
+            if flow.runner.decoder_layers:
+                flow.add_decoder_prefixes(self.decoder_prefixes(prompt, flow.runner, flow.rows))
 
     def prefixes(self, prompt: torch.Tensor, runner, batch: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """(B|1, P, layers*2*kv) -> {layer: (k, v)} each (B, H_kv, P, head_dim)."""
+        return _split(prompt[..., : self._width(runner, len(self.layers))], runner, batch, self.layers)
+
+    def decoder_prefixes(self, prompt: torch.Tensor, runner, batch: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Encoder-decoders: the prefixes of every decoder self-attention layer (the rest of the vector)."""
+        rest = prompt[..., self._width(runner, len(self.layers)):]
+        return _split(rest, runner, batch, list(range(runner.decoder_layers)))
+
+    @staticmethod
+    def _width(runner, layers: int) -> int:
         heads, head_dim = runner.prefix_shape()
-        p = prompt.shape[1]
-        x = prompt.expand(batch, -1, -1).view(batch, p, len(self.layers), 2, heads, head_dim)
-        x = x.permute(2, 3, 0, 4, 1, 5)  # (layers, 2, B, H, P, hd)
-        return {layer: (x[i, 0], x[i, 1]) for i, layer in enumerate(self.layers)}
+        return layers * 2 * heads * head_dim
 
     def describe(self) -> str:
         span = self.layers == list(range(self.layers[0], self.layers[-1] + 1))
         where = f"{self.layers[0]}..{self.layers[-1]}" if span else str(self.layers)
         return f"key/value prefixes at layers {where}"
+
+
+def _split(prompt: torch.Tensor, runner, batch: int, layers: list[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    heads, head_dim = runner.prefix_shape()
+    p = prompt.shape[1]
+    x = prompt.expand(batch, -1, -1).reshape(batch, p, len(layers), 2, heads, head_dim)
+    x = x.permute(2, 3, 0, 4, 1, 5)  # (layers, 2, B, H, P, hd)
+    return {layer: (x[i, 0], x[i, 1]) for i, layer in enumerate(layers)}

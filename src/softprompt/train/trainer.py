@@ -71,7 +71,6 @@ class Trainer:
             from softprompt.backbones import load_backbone
 
             self.backbone = load_backbone(cfg.backbone)
-        tok = self.backbone.tokenizer
         train, selection = self._load_data()
         self.train_enc = self._encode(train)
         self.selection_enc = self._encode(selection)
