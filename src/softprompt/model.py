@@ -182,12 +182,16 @@ class SoftPromptModel(nn.Module):
         if self.generative:
             return Output(None, self.lm_loss(state, input_ids, attention_mask, labels, source_mask))
         hidden, seq = self.from_state(state, input_ids)
-        logits = self.head_logits(hidden, seq.text_mask, input_ids, attention_mask, token_type_ids)
+        logits = self.head_logits(hidden, seq.text_mask, input_ids, attention_mask, token_type_ids, seq.mask,
+                                  seq.decoder_prefixes[0][1] if seq.decoder_prefixes else None)
         loss = None if labels is None else self.loss(logits, labels)
         return Output(logits, loss)
 
-    def head_logits(self, hidden, text_mask, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
-        """The head on final hidden states (shared by forward and mixed serving)."""
+    def head_logits(self, hidden, text_mask, input_ids, attention_mask, token_type_ids=None, mask=None,
+                    decoder_prefixes=None) -> torch.Tensor:
+        """The head on final hidden states (shared by forward and mixed serving); `mask`: every real position."""
+        if self.head_kind == "verbalizer" and self.runner.kind == "encoder-decoder":
+            return self._decoder_label_scores(hidden, text_mask if mask is None else mask, decoder_prefixes)
         logits = self.head(hidden, text_mask)
         if self.head_kind == "verbalizer" and self.head.multi_token:
             logits = logits + self._continuation_scores(input_ids, attention_mask, token_type_ids)
@@ -218,6 +222,18 @@ class SoftPromptModel(nn.Module):
         if self.head_kind == "regression":
             return F.mse_loss(logits.float(), labels.float())
         return F.cross_entropy(logits.float(), labels.long())
+
+    def _decoder_label_scores(self, encoded, encoder_mask, decoder_prefixes=None) -> torch.Tensor:
+        """T5: log p(label word) from the decoder reading the prompted encoder (every token of the word)."""
+        start = self.backbone.model.config.decoder_start_token_id
+        scores = []
+        for ids in self.head.label_token_ids:
+            word = torch.tensor(ids, device=encoded.device)
+            dec = torch.cat([torch.tensor([start], device=encoded.device), word[:-1]]).expand(encoded.shape[0], -1)
+            cache = decoder_cache([(None, decoder_prefixes)]) if decoder_prefixes else None
+            logp = self.decoder_logits(encoded, encoder_mask, dec, past_key_values=cache).log_softmax(-1)
+            scores.append(logp.gather(-1, word.expand(encoded.shape[0], -1).unsqueeze(-1)).squeeze(-1).sum(-1))
+        return torch.stack(scores, dim=1)
 
     def _continuation_scores(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
         """log p(w_2..w_n | x, w_1..) for multi-token label words (teacher forcing, one pass per word)."""

@@ -85,3 +85,27 @@ def test_lora_adapter_names_the_untrained_base(tmp_path):
     ids, mask, types = batch(model.backbone.tokenizer, TEXTS)
     with torch.no_grad():
         assert torch.equal(loaded.eval()(ids, mask, types).logits, model.eval()(ids, mask, types).logits)
+
+
+@pytest.mark.parametrize("method", ["prompt-tuning", "p-tuning-v2"])
+def test_t5_label_scores_are_the_decoders_log_probs(method):
+    """T5 label words are scored by the decoder reading the prompted encoder, not by the LM head on encoder states."""
+    torch.manual_seed(0)
+    bb = load_backbone("tiny-t5")
+    model = SoftPromptModel(bb, method_config(method, head={"kind": "verbalizer"}), 2, label_words=["no", "yes"]).eval()
+    with torch.no_grad():
+        for p in model.producer.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    tok = model.backbone.tokenizer
+    ids, mask, _ = batch(tok, TEXTS[:2], "right")
+    with torch.no_grad():
+        scores = model(ids, mask).logits
+        encoded, enc_mask, prefixes = model.encode(ids, mask)
+        for j, word in enumerate(["no", "yes"]):
+            wid = tok(word, add_special_tokens=False)["input_ids"]
+            start = model.backbone.model.config.decoder_start_token_id
+            dec = torch.tensor([[start] + wid[:-1]] * 2)
+            encoded, enc_mask, prefixes = model.encode(ids, mask)  # a fresh decoder cache per word
+            logp = model.decoder_logits(encoded, enc_mask, dec, past_key_values=prefixes).log_softmax(-1)
+            expected = sum(logp[:, k, wid[k]] for k in range(len(wid)))
+            assert torch.allclose(scores[:, j], expected, atol=1e-5)

@@ -48,9 +48,10 @@ def mixed_logits(runner: Runner, groups: list[Group], input_ids: torch.Tensor, a
     seq, tok = start_sequence(runner, prompt_groups, input_ids, attention_mask, token_type_ids)
     seq = run_layers(runner, prompt_groups, seq, tok, -1, runner.num_layers)
     hidden = runner.finish(seq.hidden)
+    by_rows = {id(rows): prefixes for rows, prefixes in (seq.decoder_prefixes or [])}
     out = []
     for g in groups:
         types = None if token_type_ids is None else token_type_ids[g.rows]
         out.append(g.model.head_logits(hidden[g.rows], seq.text_mask[g.rows], input_ids[g.rows],
-                                       attention_mask[g.rows], types))
+                                       attention_mask[g.rows], types, seq.mask[g.rows], by_rows.get(id(g.rows))))
     return out
