@@ -22,7 +22,7 @@ def test_successive_halving_keeps_the_better_half_and_reports_the_curve(tmp_path
     calls = []
 
     def fake_train(run, backbone=None, log=None, **kw):
-        m = run.method["site"]["layer"]
+        m = run.method.site.layer
         calls.append((m, run.train_limit))
         return {"best": scores[m] + run.train_limit / 1000}
 
