@@ -11,8 +11,8 @@ from softprompt.train.layer_search import successive_halving
 from softprompt.train.tune import tune
 
 
-def cfg(tmp_path, data_dir, **kw):
-    return TrainConfig(backbone="tiny-bert", task="sst2", method={"name": "id-spam"}, data_dir=str(data_dir),
+def cfg(tmp_path, data_dir, backbone="tiny-bert", **kw):
+    return TrainConfig(backbone=backbone, task="sst2", method={"name": "id-spam"}, data_dir=str(data_dir),
                        train_limit=64, eval_limit=24, epochs=1, batch_size=16, output_dir=str(tmp_path / "t"),
                        progress=False, max_length=32, **kw)
 
@@ -27,7 +27,8 @@ def test_successive_halving_keeps_the_better_half_and_reports_the_curve(tmp_path
         return {"best": scores[m] + run.train_limit / 1000}
 
     monkeypatch.setattr("softprompt.train.trainer.train", fake_train)
-    result = successive_halving(cfg(tmp_path, data_dir, ), [0, 1, 2, 3], min_examples=16)
+    # the layers are checked against the backbone's depth (minilm-l6: 6); fake_train loads nothing
+    result = successive_halving(cfg(tmp_path, data_dir, backbone="minilm-l6"), [0, 1, 2, 3], min_examples=16)
     assert result["layer"] == 1
     assert [sorted(r) for r in result["rounds"]] == [[0, 1, 2, 3], [1, 2]]
     assert calls[:4] == [(m, 16) for m in range(4)] and calls[4:] == [(1, 32), (2, 32)]
