@@ -61,6 +61,45 @@ class KVCache:
             seg.advance(n)
         self.embed_next = self.embed_next + n
 
+    @classmethod
+    def concat(cls, caches: list["KVCache"]) -> "KVCache":
+        """One cache holding the rows of several (requests that joined a running batch).
+
+        Each layer's key columns are left-padded to the longest with masked zeros, so a decode
+        step appends every row's new column at the same place.
+        """
+        out = cls()
+        first = caches[0]
+        merged: dict[tuple, Segment] = {}
+        for layer in first.keys:
+            width = max(c.keys[layer].shape[2] for c in caches)
+            out.keys[layer] = torch.cat([_pad_left(c.keys[layer], width, 2) for c in caches])
+            out.values[layer] = torch.cat([_pad_left(c.values[layer], width, 2) for c in caches])
+            key = tuple(id(c.segment_of[layer]) for c in caches)
+            if key not in merged:
+                segs = [c.segment_of[layer] for c in caches]
+                past = Past(torch.cat([_pad_left(s.past.mask, width, 1) for s in segs]),
+                            torch.cat([_pad_left(s.past.positions, width, 1) for s in segs]))
+                merged[key] = Segment(past, torch.cat([s.next_position for s in segs]))
+            out.segment_of[layer] = merged[key]
+        out.embed_next = torch.cat([c.embed_next for c in caches])
+        return out
+
+    def trim(self) -> None:
+        """Drop leading key columns that no row uses any more (left after long requests leave)."""
+        for seg in self.segments():
+            used = seg.past.mask.any(0)
+            if bool(used.all()) or not bool(used.any()):
+                continue
+            start = int(used.nonzero()[0])
+            if start == 0:
+                continue
+            layers = [layer for layer, s in self.segment_of.items() if s is seg]
+            for layer in layers:
+                self.keys[layer] = self.keys[layer][:, :, start:]
+                self.values[layer] = self.values[layer][:, :, start:]
+            seg.past = Past(seg.past.mask[:, start:], seg.past.positions[:, start:])
+
     def select(self, index: torch.Tensor) -> None:
         """Keep rows `index` (in that order): beam search reorders, finished requests leave."""
         for layer in self.keys:
@@ -69,3 +108,12 @@ class KVCache:
         moved = {id(s): s.select(index) for s in self.segments()}
         self.segment_of = {layer: moved[id(s)] for layer, s in self.segment_of.items()}
         self.embed_next = self.embed_next[index]
+
+
+def _pad_left(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    missing = width - x.shape[dim]
+    if missing == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = missing
+    return torch.cat([x.new_zeros(shape), x], dim=dim)
