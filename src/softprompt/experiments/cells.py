@@ -19,7 +19,7 @@ SCHEMA = 1
 @dataclass
 class Cell:
     id: str
-    kind: str  # "train" | "eval" | "few-shot" | "zero-shot" | "params"
+    kind: str  # "train" | "peft" | "eval" | "few-shot" | "zero-shot" | "params"
     backbone: str
     method: str | None = None  # the spec's method label
     method_config: dict[str, Any] | None = None
@@ -38,11 +38,14 @@ class Cell:
     timing: bool = False
     params: dict[str, Any] | None = None
     max_length: int | None = None  # zero-shot
+    generation: dict[str, Any] | None = None  # zero-shot on a generation task: instruction, max_new_tokens
     skip: str | None = field(default=None, compare=False)  # why it cannot run here
 
     def describe(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("skip")
+        if d["generation"] is None:  # added later: cells without it keep their key
+            d.pop("generation")
         return d
 
     def key(self) -> str:

@@ -3,6 +3,8 @@
 Cells, in the order they run (a cell's dependency always comes first):
 
 * train      method x task x backbone x seed (x layer m for a sweep) through the trainer
+* peft       a peft-library baseline (method entry with `peft:`) on the same data, batches and loss
+             (experiments/peft_baseline.py); generation tasks on decoders
 * eval       a trained run evaluated on another task/split (cross-domain, zero-shot transfer A -> B)
 * few-shot   a trained run on A, training continued on `examples` examples of B, scored on B
 * zero-shot  an instruction model prompted zero-shot (no training), the cross-domain baseline
@@ -83,6 +85,15 @@ def _offline_reason(task_name: str, split: str, root: Path | None, role: str) ->
             f"runs where the datasets hub is reachable (without --data-dir / $SOFTPROMPT_DATA)")
 
 
+def _check_peft_backbone(spec: Spec, label: str, backbone: str) -> None:
+    from softprompt.backbones.registry import get_spec
+
+    bs = get_spec(backbone)
+    if bs is not None and bs.kind != "decoder":
+        raise ConfigError(f"spec {spec.name}: methods {label}: the peft baseline trains decoders (causal LM); "
+                          f"backbone {backbone} is {bs.kind}")
+
+
 def expand(spec: Spec | str | Path, profile: str | None = "quick", data_dir=None) -> list[Cell]:
     """Every cell of a spec under a profile, dependencies first; cells that cannot run carry `skip`."""
     from softprompt import settings
@@ -133,18 +144,20 @@ def expand(spec: Spec | str | Path, profile: str | None = "quick", data_dir=None
             layers = [None]
         for task in train_tasks:
             for m in spec.methods:
+                if m.peft is not None:
+                    _check_peft_backbone(spec, m.label, backbone)
                 kw = train_kwargs(task, m.label)
                 check_config(kw, f"spec {spec.name}: training config for {m.label} on {task}")
                 for layer in layers:
                     config = copy.deepcopy(m.config)
-                    if layer is not None:  # through the typed API, so a bad layer is named as a config error
+                    if layer is not None and m.peft is None:  # through the typed API, so a bad layer is named as a config error
                         config = method_config(config).with_site(kind="layer", layer=layer).to_dict()
                     for seed in spec.seeds:
                         cid = f"{_slug(m.label)}_{task}_{_slug(backbone)}_s{seed}" + (f"_m{layer}" if layer is not None else "")
                         reason = (_offline_reason(task, "train", root, f"training on {task}")
                                   or _offline_reason(task, kw["eval_split"], root, f"training on {task}"))
                         trained.append(add(Cell(
-                            cid, "train", backbone, m.label, config, m.soft_prompt, m.backbone_mode, task=task,
+                            cid, "peft" if m.peft is not None else "train", backbone, m.label, config, m.soft_prompt, m.backbone_mode, task=task,
                             split=kw["eval_split"], seed=seed, layer=layer, train=kw, metric=spec.metric_for(task),
                             timing=spec.timing, skip=reason)))
 
@@ -171,7 +184,8 @@ def expand(spec: Spec | str | Path, profile: str | None = "quick", data_dir=None
                 eval_cell(src, pair.eval, pair.split, None, pair.same_labels)
     for pair in few.get("pairs") or []:
         for src in trained:
-            if src.task != pair.train or src.layer is not None or src.method not in few["methods"]:
+            if (src.task != pair.train or src.layer is not None or src.method not in few["methods"]
+                    or src.kind == "peft"):
                 continue
             label = src.method
             split = pair.split or default_split(pair.eval)
@@ -196,12 +210,18 @@ def expand(spec: Spec | str | Path, profile: str | None = "quick", data_dir=None
                         if users else "no transfer cell needs it")
     if spec.zero_shot:
         zs = spec.zero_shot
+        from softprompt.tasks import get_task
+
         for target in zs["tasks"]:
             split = target.split or default_split(target.task)
+            generation = None
+            if get_task(target.task).is_generation:  # the instruction model generates the answer
+                generation = {"instruction": zs.get("instruction"), "max_new_tokens": zs.get("max_new_tokens"),
+                              "decoding": "greedy"}
             add(Cell(f"zero-shot_{_slug(zs['backbone'])}__{target.task}-{split}", "zero-shot", zs["backbone"],
                      method=f"zero-shot ({zs['backbone']})", eval_task=target.task, split=split,
                      limit=limit_for(target.limit), metric=spec.metric_for(target.task),
-                     max_length=zs.get("max_length") or 256,
+                     max_length=zs.get("max_length") or 256, generation=generation,
                      skip=_offline_reason(target.task, split, root, f"evaluating on {target.task}")))
     if spec.params:
         for backbone in spec.params["backbones"]:

@@ -143,7 +143,8 @@ def _trainable_state(model) -> dict:
     return {k: v.detach().clone() for k, v in model.prompt_encoder.state_dict().items()}
 
 
-def train_peft(cfg, values: dict, backbone, log: Callable[..., Any] = print, where: str = "peft") -> dict[str, Any]:
+def train_peft(cfg, values: dict, backbone, log: Callable[..., Any] = print, where: str = "peft",
+               with_meteor: bool = True) -> dict[str, Any]:
     """Train a peft prompt-learning model on cfg.task (a generation task) into cfg.run_dir(); its summary.
 
     The run folder gets metrics.jsonl, peft_adapter/ (the selected adapter, peft's save_pretrained),
@@ -232,7 +233,7 @@ def train_peft(cfg, values: dict, backbone, log: Callable[..., Any] = print, whe
     model.save_pretrained(str(run_dir / ADAPTER))
     test_rows, report = load_split_with_report(task, cfg.eval_split, cfg.data_dir, cfg.eval_limit, 0)
     test_enc = encode(test_rows)
-    scores, preds = _score(task, test_enc, model, tok, cfg.eval_batch_size, with_meteor=True)
+    scores, preds = _score(task, test_enc, model, tok, cfg.eval_batch_size, with_meteor=with_meteor)
     outputs, _ = write_outputs(run_dir / "test", task, test_enc.examples, preds, scores)
     summary = {
         "task": task.name, "method": f"peft {kind}", "backbone": cfg.backbone, "seed": cfg.seed,

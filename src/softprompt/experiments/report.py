@@ -8,6 +8,8 @@ Per spec: `<spec>.md` with
 * the main table (methods as rows, tasks as columns, mean ± std over seeds as `84.8 ± 0.4`, a
   Mean column, the best soft-prompt method per column in bold, as in ID-SPAM Table 2),
   one per backbone;
+* generation tasks: data-to-text (E2E) methods x BLEU / ROUGE-L / METEOR / CIDEr (peft baselines
+  and the zero-shot instruction model as rows); text-to-text views: the unparseable answers;
 * extras when present: cross-domain / transfer evaluations (with the zero-shot baseline as a
   row), few-shot transfer, the layer sweep (score per prompt layer m), trainable parameters,
   train / inference time per sample and time to the best validation score;
@@ -238,7 +240,7 @@ def find_specs(results_dir: Path) -> list[Path]:
 
 def main_tables(sr: SpecResults) -> list[Table]:
     """Methods x tasks per backbone, from train cells outside a layer sweep."""
-    train = [r for r in sr.results if r.get("kind") == "train" and r.get("layer") is None]
+    train = [r for r in sr.results if r.get("kind") in ("train", "peft") and r.get("layer") is None]
     tables = []
     for backbone in _unique(r.get("backbone") for r in train):
         rs = [r for r in train if r.get("backbone") == backbone]
@@ -263,7 +265,7 @@ def main_tables(sr: SpecResults) -> list[Table]:
 def transfer_tables(sr: SpecResults) -> list[Table]:
     """Trained runs evaluated elsewhere (cross-domain, zero-shot transfer), zero-shot baselines as rows."""
     evals = [r for r in sr.results if r.get("kind") == "eval"]
-    zs = [r for r in sr.results if r.get("kind") == "zero-shot"]
+    zs = [r for r in sr.results if r.get("kind") == "zero-shot" and not _data_to_text(r)]  # those: generation_tables
     if not evals and not zs:
         return []
     tables = []
@@ -302,6 +304,59 @@ def transfer_tables(sr: SpecResults) -> list[Table]:
         title = ("Cross-domain evaluation" if len(sources) <= 1 else "Zero-shot task / domain transfer") + where
         src = f"trained on {sources[0]}; " if len(sources) == 1 else ""
         tables.append(Table(title, cols, rows, note=f"{src}mean ± std over seeds; bold: best soft-prompt method"))
+        unparseable = [Row(row.label, {c: [r["scores"]["unparseable"] for r in rs + zs
+                                           if _label(r) == row.label and col(r) == c
+                                           and (r.get("scores") or {}).get("unparseable") is not None]
+                                       for c in cols}, False) for row in rows]
+        if any(v for row in unparseable for v in row.values.values()):
+            tables.append(Table(f"Unparseable generated answers (no label word){where}", cols, unparseable,
+                                mean_column=False, better=None, decimals=0,
+                                note="examples whose generated text contains no label word (scored as wrong); "
+                                     "mean over seeds"))
+    return tables
+
+
+def _label(r: dict) -> str:
+    return r.get("method") or ""
+
+
+def _data_to_text(r: dict) -> bool:
+    """A generation cell scored by corpus metrics (E2E), not by parsed labels."""
+    return "bleu" in (r.get("scores") or {})
+
+
+GENERATION_METRICS = (("bleu", "BLEU"), ("rouge_l", "ROUGE-L"), ("meteor", "METEOR"), ("cider", "CIDEr"))
+
+
+def generation_tables(sr: SpecResults) -> list[Table]:
+    """Data-to-text (E2E): methods (trained, peft baselines, zero-shot) x BLEU, ROUGE-L, METEOR, CIDEr."""
+    cells = [r for r in sr.results if r.get("kind") in ("train", "peft", "zero-shot") and r.get("layer") is None
+             and _data_to_text(r)]
+    tables = []
+    for task, split, backbone in _unique((r.get("eval_task") or r["task"], r.get("split"), r.get("backbone"))
+                                         for r in cells if r.get("kind") != "zero-shot"):
+        rs = [r for r in cells if (r.get("eval_task") or r["task"]) == task and r.get("split") == split
+              and (r.get("backbone") == backbone or r.get("kind") == "zero-shot")]
+        cols = [name for _, name in GENERATION_METRICS]
+        rows = []
+        for m in _order(_unique(r["method"] for r in rs), sr.method_order):
+            vals = {name: [r["scores"][key] for r in rs if r["method"] == m and r["scores"].get(key) is not None]
+                    for key, name in GENERATION_METRICS}
+            rows.append(Row(m, vals, sr.soft_prompt(m)))
+        missing = _unique(reason for r in rs for reason in ((r.get("scores") or {}).get("unavailable") or {}).values())
+        tables.append(Table(
+            f"{task} {split} — {backbone}: generation metrics", cols, rows, mean_column=False, decimals=2,
+            note=("greedy decoding; BLEU: corpus BLEU on lowercased whitespace tokens, multi-reference; ROUGE-L F1; "
+                  "METEOR 1.5 and CIDEr-D (pycocoevalcap), x100 except CIDEr; mean ± std over seeds; bold: best "
+                  "soft-prompt method" + (f"; unavailable: {'; '.join(missing)}" if missing else ""))))
+    if not tables:  # zero-shot only
+        for task, split in _unique((r.get("eval_task"), r.get("split")) for r in cells):
+            rs = [r for r in cells if r.get("eval_task") == task and r.get("split") == split]
+            rows = [Row(m, {name: [r["scores"][key] for r in rs if r["method"] == m
+                                   and r["scores"].get(key) is not None] for key, name in GENERATION_METRICS}, False)
+                    for m in _unique(r["method"] for r in rs)]
+            tables.append(Table(f"{task} {split}: generation metrics", [n for _, n in GENERATION_METRICS], rows,
+                                mean_column=False, decimals=2, better=None))
     return tables
 
 
@@ -635,7 +690,7 @@ def _duration(seconds: Any) -> str:
 
 
 def spec_tables(sr: SpecResults) -> list[Table]:
-    return (main_tables(sr) + transfer_tables(sr) + few_shot_tables(sr) + sweep_tables(sr) + params_tables(sr)
+    return (main_tables(sr) + generation_tables(sr) + transfer_tables(sr) + few_shot_tables(sr) + sweep_tables(sr) + params_tables(sr)
             + timing_tables(sr) + published_tables(sr))
 
 

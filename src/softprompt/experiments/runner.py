@@ -1,4 +1,11 @@
-"""Run one cell of a grid: train, evaluate a trained run elsewhere, few-shot, zero-shot, parameters.
+"""Run one cell of a grid: train, peft baseline, evaluate a trained run elsewhere, few-shot, zero-shot, parameters.
+
+Generation tasks (kind "generation": "<task>-t2t" views, E2E) are scored by greedy generated
+output everywhere: a train cell's selected adapter is scored once more on the reported split with
+every metric (METEOR too) and its outputs written to run/test/; eval cells (cross-domain) and
+zero-shot cells (an instruction model generating the answer) write <cell>/outputs/outputs.jsonl
+and scores.json. Cell files keep the scores (incl. `unparseable` for text-to-text views) and the
+path of the outputs.
 
 Run folders go to <runs>/<spec>/<cell-id>/run/ (store.py); the returned result becomes the cell
 file. A cell that needs another cell's adapter (eval, few-shot) finds it in that cell's run folder;
@@ -24,6 +31,8 @@ CURVE_POINTS = 60  # per series in a cell file
 
 
 class GridRunner:
+    with_meteor = True  # METEOR runs Java (~20 s to start); tests switch it off
+
     def __init__(self, spec: Spec, store: Store, data_dir=None, log: Log | None = None, keep_checkpoints: bool = False,
                  cells: dict[str, Cell] | None = None, mixed_precision: str | None = None, command: str | None = None,
                  worker: int | None = None):
@@ -65,7 +74,7 @@ class GridRunner:
 
     def run(self, cell: Cell) -> dict[str, Any]:
         t0 = time.perf_counter()
-        handler = {"train": self._train, "eval": self._eval, "few-shot": self._few_shot,
+        handler = {"train": self._train, "peft": self._peft, "eval": self._eval, "few-shot": self._few_shot,
                    "zero-shot": self._zero_shot, "params": self._params}[cell.kind]
         result = handler(cell)
         result.update({
@@ -86,8 +95,9 @@ class GridRunner:
         from softprompt.train.config import TrainConfig
 
         extra = {"mixed_precision": self.mixed_precision} if self.mixed_precision else {}
+        method = "prompt-tuning" if cell.kind == "peft" else copy.deepcopy(cell.method_config)  # peft: unused
         return TrainConfig(**{**cell.train, **extra, "backbone": cell.backbone, "task": task or cell.task,
-                              "method": copy.deepcopy(cell.method_config), "seed": cell.seed,
+                              "method": method, "seed": cell.seed,
                               "data_dir": str(self.root) if self.root else None, "output_dir": str(run_dir)})
 
     def _cell_log(self, cell: Cell):
@@ -96,9 +106,53 @@ class GridRunner:
     def _train(self, cell: Cell) -> dict[str, Any]:
         run_dir, summary = self._train_run(cell)
         result = self._train_result(cell, summary, run_dir)
+        if self._generative(cell.task):
+            result.update(self._test_outputs(cell, run_dir, summary))
         if cell.timing:
             result.update(self._time_inference(cell, run_dir, self._config(cell, run_dir)))
         self._drop_checkpoints(run_dir)
+        return result
+
+    @staticmethod
+    def _generative(task: str | None) -> bool:
+        from softprompt.tasks import get_task
+
+        return task is not None and get_task(task).is_generation
+
+    def _test_outputs(self, cell: Cell, run_dir: Path, summary: dict) -> dict[str, Any]:
+        """The selected adapter on the reported split once more, greedy as in the trainer, with every metric
+        (METEOR too) and the per-example outputs in run/test/ (the trainer keeps scores only)."""
+        from softprompt.train.generation_eval import evaluate_generation
+        from softprompt.train.inference import load_run_adapter
+
+        cfg = self._config(cell, run_dir)
+        model, _ = load_run_adapter(run_dir, backbone=self.backbone(cell.backbone, cell.backbone_mode))
+        if self.device is not None:
+            model.to(self.device)
+        res = evaluate_generation(model, cell.task, cfg.eval_split, self.root, cfg.eval_limit, cfg.max_length,
+                                  cfg.chat_template, cfg.eval_batch_size, out_dir=run_dir / "test",
+                                  with_meteor=self.with_meteor)
+        trainer_scores = (summary.get("test") or {}).get("scores") or {}
+        scores = res["scores"]
+        return {"score": scores.get(cell.metric, scores.get("main")), "scores": scores, "outputs": res["outputs"],
+                "max_new_tokens": res["max_new_tokens"], "decoding": res["decoding"],
+                "trainer_test_main": trainer_scores.get("main"),
+                "outputs_match_trainer": trainer_scores.get("main") is None
+                or abs(float(trainer_scores["main"]) - float(scores["main"])) < 1e-6}
+
+    def _peft(self, cell: Cell) -> dict[str, Any]:
+        """A peft-library baseline: same data, batches, loss, epochs and seed as a train cell (peft_baseline.py)."""
+        from softprompt.experiments.peft_baseline import train_peft
+
+        run_dir = self.cell_dir(cell) / "run"
+        if run_dir.exists():  # no checkpoints: an interrupted peft run starts over
+            shutil.rmtree(run_dir)
+        cfg = self._config(cell, run_dir)
+        summary = train_peft(cfg, cell.method_config["peft"], self.backbone(cell.backbone), log=self._cell_log(cell),
+                             where=f"methods {cell.method}.peft", with_meteor=self.with_meteor)
+        result = self._train_result(cell, summary, run_dir)
+        result.update(outputs=summary["test"]["outputs"], decoding="greedy", lr=summary["lr"],
+                      library="peft " + __import__("peft").__version__)
         return result
 
     def _train_run(self, cell: Cell) -> tuple[Path, dict]:
@@ -158,18 +212,28 @@ class GridRunner:
         from softprompt.experiments.claims import Claim
         from softprompt.train.inference import adapter_dir
 
+        from softprompt.experiments.peft_baseline import ADAPTER
+
         run_dir = self.cell_dir(cell.needs) / "run"
-        if (adapter_dir(run_dir) / WEIGHTS).exists():
-            return run_dir, False
         source = self.cells.get(cell.needs)
+        peft = source is not None and source.kind == "peft"
+
+        def ready() -> bool:
+            return (run_dir / ADAPTER).is_dir() if peft else (adapter_dir(run_dir) / WEIGHTS).exists()
+
+        if ready():
+            return run_dir, False
         if source is None:
             raise RuntimeError(f"needs the adapter of {cell.needs} in {run_dir}, which is not here, and that cell "
                                f"is not part of this grid to train it again")
         with Claim.acquire(self.store.claim_path(f"{source.id}.retrain"), wait=True):  # one worker retrains
-            if (adapter_dir(run_dir) / WEIGHTS).exists():
+            if ready():
                 return run_dir, False
             self.log(f"  {cell.id}: the run folder of {source.id} is not here (a fresh clone?): training it again")
-            self._train_run(source)
+            if peft:
+                self._peft(source)
+            else:
+                self._train_run(source)
             self._drop_checkpoints(run_dir)
         return run_dir, True
 
@@ -186,6 +250,8 @@ class GridRunner:
         from softprompt.tasks import get_task
         from softprompt.train.inference import evaluate_adapter
 
+        if self._generative(cell.eval_task):
+            return self._eval_generation(cell)
         src, model, meta, retrained = self._load_source(cell)
         if cell.same_labels:  # declared in the spec: label i means the same in both tasks (MRPC <-> QQP)
             model.adapter_meta = {**meta, "label_names": list(get_task(cell.eval_task).label_names)}
@@ -195,6 +261,35 @@ class GridRunner:
         return {"score": scores.get(cell.metric, scores.get("main")), "scores": scores, "split": res["split"],
                 "examples": res["examples"], "truncated": res["truncated"], "eval_seconds": time.perf_counter() - t0,
                 "data": res["data"], "source_retrained": retrained}
+
+    def _eval_generation(self, cell: Cell) -> dict[str, Any]:
+        """A generative adapter (or a peft baseline) scored on another generation task by generated output."""
+        from softprompt.experiments.peft_baseline import evaluate_peft
+        from softprompt.train.generation_eval import evaluate_generation
+
+        source = self.cells.get(cell.needs)
+        out_dir = self.cell_dir(cell) / "outputs"
+        t0 = time.perf_counter()
+        if source is not None and source.kind == "peft":
+            src, retrained = self.source_run(cell)
+            cfg = self._config(source, src)
+            res = evaluate_peft(src, self.backbone(cell.backbone), cell.eval_task, cell.split, self.root, cell.limit,
+                                cfg.max_length, cfg.chat_template, cfg.eval_batch_size, out_dir=out_dir,
+                                with_meteor=self.with_meteor)
+        else:
+            src, model, meta, retrained = self._load_source(cell)
+            if not meta.get("generative"):
+                raise RuntimeError(f"{cell.needs} trained a classifier ({meta.get('task')}); a generation task "
+                                   f"({cell.eval_task}) scores generative adapters only")
+            train = dict(source.train or {}) if source is not None else {}
+            res = evaluate_generation(model, cell.eval_task, cell.split, self.root, cell.limit,
+                                      train.get("max_length", 128), bool(train.get("chat_template", False)),
+                                      train.get("eval_batch_size", 64), out_dir=out_dir,
+                                      with_meteor=self.with_meteor)
+        scores = res["scores"]
+        return {"score": scores.get(cell.metric, scores.get("main")), "scores": scores, "split": res["split"],
+                "examples": res["examples"], "truncated": res["truncated"], "eval_seconds": time.perf_counter() - t0,
+                "data": res["data"], "source_retrained": retrained, "outputs": res["outputs"], "decoding": "greedy"}
 
     def _few_shot(self, cell: Cell) -> dict[str, Any]:
         from softprompt.adapter import WEIGHTS, read_tensors
@@ -224,6 +319,8 @@ class GridRunner:
     def _zero_shot(self, cell: Cell) -> dict[str, Any]:
         from softprompt.train.inference import evaluate_zero_shot
 
+        if cell.generation is not None:
+            return self._zero_shot_generation(cell)
         t0 = time.perf_counter()
         res = evaluate_zero_shot(cell.backbone, cell.eval_task, cell.split, self.root, cell.limit,
                                  max_length=cell.max_length or 256, backbone=self.backbone(cell.backbone))
@@ -231,6 +328,23 @@ class GridRunner:
         return {"score": scores.get(cell.metric, scores.get("main")), "scores": scores, "split": res["split"],
                 "examples": res["examples"], "truncated": res["truncated"], "eval_seconds": time.perf_counter() - t0,
                 "infer_s_per_sample": (time.perf_counter() - t0) / max(res["examples"], 1), "data": res["data"]}
+
+    def _zero_shot_generation(self, cell: Cell) -> dict[str, Any]:
+        from softprompt.train.generation_eval import evaluate_zero_shot_generation
+
+        t0 = time.perf_counter()
+        res = evaluate_zero_shot_generation(self.backbone(cell.backbone), cell.eval_task, cell.split, self.root,
+                                            cell.limit, max_length=cell.max_length or 256,
+                                            instruction=cell.generation.get("instruction"),
+                                            max_new_tokens=cell.generation.get("max_new_tokens"),
+                                            out_dir=self.cell_dir(cell) / "outputs", with_meteor=self.with_meteor)
+        scores = res["scores"]
+        seconds = time.perf_counter() - t0
+        return {"score": scores.get(cell.metric, scores.get("main")), "scores": scores, "split": res["split"],
+                "examples": res["examples"], "truncated": res["truncated"], "eval_seconds": seconds,
+                "infer_s_per_sample": seconds / max(res["examples"], 1), "data": res["data"],
+                "outputs": res["outputs"], "decoding": res["decoding"], "max_new_tokens": res["max_new_tokens"],
+                "chat_template": res["chat_template"], "instruction_example": res["instruction_example"]}
 
     def _params(self, cell: Cell) -> dict[str, Any]:
         from softprompt.experiments.params import parameter_table

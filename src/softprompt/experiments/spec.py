@@ -16,6 +16,8 @@
     # extras (any combination):
     eval_tasks: [{task: imdb, split: test, limit: 1000}]   # cross-domain: every trained run on each
     zero_shot: {backbone: smollm2-135m}                    # instruction baseline on the eval tasks
+                                                           # (generation tasks: generated answers; optional
+                                                           # instruction: "... {input}", max_new_tokens)
     layers: all                                            # sweep the prompt layer m (or a list)
     pairs: [{train: sst2, eval: imdb, split: test}]        # zero-shot transfer A -> B (same label space,
                                                            # or same_labels: true as for MRPC <-> QQP)
@@ -24,6 +26,10 @@
     params: {backbones: [minilm-l6, mpnet-base]}           # trainable parameters per method (parameter_table)
     timing: true                                           # also time inference per sample
     published: [{title: ..., columns: [...], rows: {method: [values]}}]  # paper numbers, shown as is
+
+Method entries with `peft:` are baselines trained by the peft library (experiments/peft_baseline.py,
+generation tasks on decoders): {label: peft-prompt-tuning, peft: {peft_type: PROMPT_TUNING,
+num_virtual_tokens: 10, prompt_tuning_init: TEXT, prompt_tuning_init_text: ...}}.
 
 Every field is checked when the spec is loaded; an error names the field (e.g. `methods[2]`).
 """
@@ -86,6 +92,7 @@ class MethodEntry:
     config: dict[str, Any]  # method dict for method_config / TrainConfig.method
     soft_prompt: bool  # eligible for bold (the paper bolds the best soft-prompt method)
     backbone_mode: str  # "frozen" | "lora" | "full"
+    peft: dict[str, Any] | None = None  # a peft-library baseline (config: {"peft": ...})
 
 
 @dataclass
@@ -227,6 +234,16 @@ def _method(entry: Any, where: str) -> MethodEntry:
         raise ConfigError(f"{where}: a custom method needs a 'label'")
     if not NAME_RE.match(label):
         raise ConfigError(f"{where}: label {label!r} must be lowercase letters, digits, '-', '_' or '.'")
+    if "peft" in data:
+        from softprompt.experiments.peft_baseline import peft_config
+
+        extra = sorted(set(data) - {"peft"})
+        if extra:
+            raise ConfigError(f"{where}: a peft baseline takes only 'label' and 'peft', not {', '.join(extra)}")
+        peft_config(data["peft"], f"{where}.peft")
+        values = dict(data["peft"])
+        values["peft_type"] = str(values["peft_type"]).upper()
+        return MethodEntry(label, {"peft": values}, False, "frozen", values)
     try:
         cfg = method_config(data)
     except ConfigError as err:
@@ -307,6 +324,32 @@ def _check_label_spaces(pair: Pair, where: str) -> None:
                           f"{list(b.label_names)}; set same_labels: true if label i means the same in both")
 
 
+def _check_generation(methods, tasks, eval_tasks, zero_shot, layers, where: str) -> None:
+    """Generation and classification do not mix in one evaluation; peft baselines train generation tasks."""
+    from softprompt.tasks import get_task
+
+    gen = {t for t in tasks if get_task(t).is_generation}
+    if gen and len(gen) != len(tasks):
+        raise ConfigError(f"{where}: tasks: {', '.join(sorted(gen))} are generation tasks and "
+                          f"{', '.join(t for t in tasks if t not in gen)} are not; use one kind per spec")
+    for i, e in enumerate(eval_tasks):
+        if tasks and get_task(e.task).is_generation != bool(gen):
+            kind = "generation" if get_task(e.task).is_generation else "classification"
+            raise ConfigError(f"{where}: eval_tasks[{i}]: {e.task} is a {kind} task but the training tasks are "
+                              f"{'generation' if gen else 'classification'} tasks: an adapter is scored the way it "
+                              f"was trained (generation tasks: the '-t2t' views)")
+    peft = [m.label for m in methods if m.peft is not None]
+    if peft and not gen and tasks:
+        raise ConfigError(f"{where}: methods {', '.join(peft)} (peft baselines) train generation tasks (causal LM); "
+                          f"{', '.join(tasks)} are classification tasks")
+    if peft and layers is not None:
+        raise ConfigError(f"{where}: layers: a layer sweep cannot include the peft baselines {', '.join(peft)}")
+    for i, t in enumerate((zero_shot or {}).get("tasks") or []):
+        if not get_task(t.task).is_generation and any(zero_shot.get(k) is not None for k in ("instruction", "max_new_tokens")):
+            raise ConfigError(f"{where}: zero_shot.tasks[{i}]: {t.task} is scored by label words; instruction and "
+                              f"max_new_tokens apply to generation tasks only")
+
+
 def _ints(values: Any, where: str) -> list[int]:
     values = values if isinstance(values, list) else [values]
     if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
@@ -372,9 +415,16 @@ def parse_spec(data: dict[str, Any], path: str | None = None, where: str | None 
     zero_shot = data.get("zero_shot")
     if zero_shot is not None:
         zero_shot = dict(_mapping(zero_shot, f"{where}: zero_shot"))
-        bad = sorted(set(zero_shot) - {"backbone", "tasks", "max_length"})
+        bad = sorted(set(zero_shot) - {"backbone", "tasks", "max_length", "instruction", "max_new_tokens"})
         if bad:
-            raise ConfigError(f"{where}: zero_shot: unknown field(s) {', '.join(bad)}; expected backbone, tasks, max_length")
+            raise ConfigError(f"{where}: zero_shot: unknown field(s) {', '.join(bad)}; expected backbone, tasks, "
+                              f"max_length, instruction, max_new_tokens")
+        if zero_shot.get("instruction") is not None and "{input}" not in str(zero_shot["instruction"]):
+            raise ConfigError(f"{where}: zero_shot.instruction: expected a template with {{input}} (the example's "
+                              f"input), got {zero_shot['instruction']!r}")
+        mnt = zero_shot.get("max_new_tokens")
+        if mnt is not None and (not isinstance(mnt, int) or isinstance(mnt, bool) or mnt < 1):
+            raise ConfigError(f"{where}: zero_shot.max_new_tokens: expected a positive integer, got {mnt!r}")
         zero_shot["backbone"] = _backbone(zero_shot.get("backbone", "smollm2-135m"), f"{where}: zero_shot.backbone")
         zero_shot["tasks"] = [_eval_target(e, f"{where}: zero_shot.tasks[{i}]")
                               for i, e in enumerate(zero_shot.get("tasks") or [])] or list(eval_tasks)
@@ -387,11 +437,13 @@ def parse_spec(data: dict[str, Any], path: str | None = None, where: str | None 
         if any(m < 0 for m in layers):
             raise ConfigError(f"{where}: layers: expected layer indices >= 0, got {layers}")
     if layers is not None:
-        not_layer = [m.label for m in methods if (m.config.get("site") or {}).get("kind", _preset_site(m.config)) != "layer"]
+        not_layer = [m.label for m in methods if m.peft is None
+                     and (m.config.get("site") or {}).get("kind", _preset_site(m.config)) != "layer"]
         if not_layer:
             raise ConfigError(f"{where}: layers: a layer sweep needs methods with site 'layer' (id-spam, lpt); "
                               f"{', '.join(not_layer)} put their prompt elsewhere")
 
+    _check_generation(methods, tasks, eval_tasks, zero_shot, layers, where)
     pairs = [_pair(p, f"{where}: pairs[{i}]") for i, p in enumerate(_list(data, "pairs", where))]
     for i, p in enumerate(pairs):
         _check_label_spaces(p, f"{where}: pairs[{i}]")
@@ -422,7 +474,8 @@ def parse_spec(data: dict[str, Any], path: str | None = None, where: str | None 
             raise ConfigError(f"{where}: params: unknown field(s) {', '.join(bad)}; expected backbones, methods, num_labels")
         params["backbones"] = [_backbone(b, f"{where}: params.backbones[{i}]")
                                for i, b in enumerate(params.get("backbones") or backbones)]
-        params["methods"] = list(params.get("methods") or [m.config["name"] for m in methods if m.config.get("name")])
+        params["methods"] = list(params.get("methods") or [m.config["name"] for m in methods
+                                                             if m.peft is None and m.config.get("name")])
         for i, m in enumerate(params["methods"]):
             if m not in PRESETS or PRESETS[m].get("zero_shot"):
                 raise ConfigError(f"{where}: params.methods[{i}]: unknown method {m!r}; expected a trainable preset "
