@@ -201,6 +201,7 @@ def export_peft(model_or_run_dir, out_dir: str | os.PathLike, *, task: str | Non
         "pooling": model.pooling,
         "num_labels": model.num_labels,
         "is_regression": model.is_regression,
+        "generative": model.generative,
         "label_words": model.label_words,
         "task": task or meta_in.get("task"),
         "label_names": list(label_names or meta_in.get("label_names") or []),
@@ -272,7 +273,8 @@ def _decoder_score(tensors: dict[str, torch.Tensor], backbone, runner) -> torch.
 
 def import_peft(directory: str | os.PathLike, backbone=None, *, num_labels: int | None = None,
                 is_regression: bool | None = None, label_words: list[str] | None = None,
-                head: dict[str, Any] | None = None, check_base: bool = True, seed: int = 0):
+                head: dict[str, Any] | None = None, check_base: bool = True, seed: int = 0,
+                generative: bool | None = None):
     """A SoftPromptModel from a peft prompt-tuning / p-tuning / prefix-tuning adapter (safetensors only).
 
     The prompt becomes a static prompt at the embeddings (method prompt-tuning) or static
@@ -283,6 +285,8 @@ def import_peft(directory: str | os.PathLike, backbone=None, *, num_labels: int 
     which is what LlamaForSequenceClassification / GPT2ForSequenceClassification compute; other
     classifiers (BERT's sits on its tanh pooler) are ignored with a warning.
     `backbone` defaults to the sidecar's base model, else the config's base_model_name_or_path.
+    `generative` (default: the sidecar's, else False): a model for generation (LM head, no task
+    head; decoders and T5), e.g. for a peft CAUSAL_LM / SEQ_2_SEQ_LM adapter made for generation.
     """
     from softprompt.adapter import check_tensors, read_tensors
     from softprompt.methods import method_config
@@ -323,7 +327,10 @@ def import_peft(directory: str | os.PathLike, backbone=None, *, num_labels: int 
     layout = layout_for(runner, backbone, peft_type, cfg["num_virtual_tokens"])
     _check_layout(cfg, layout, prompt, str(directory), backbone.family)
 
-    score = _decoder_score(tensors, backbone, runner) if not sidecar and head is None and not label_words else None
+    if generative is None:
+        generative = bool((sidecar or {}).get("generative"))
+    score = (_decoder_score(tensors, backbone, runner)
+             if not generative and not sidecar and head is None and not label_words else None)
     used = {"prompt_embeddings"} | ({SCORE_KEY} if score is not None else set())
     ignored = sorted(set(tensors) - used)
     if ignored:
@@ -349,7 +356,7 @@ def import_peft(directory: str | os.PathLike, backbone=None, *, num_labels: int 
     method = method_config(name, producer=producer, head=head_cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = SoftPromptModel(backbone, method, num_labels, is_regression, label_words)
+        model = SoftPromptModel(backbone, method, num_labels, is_regression, label_words, generative=generative)
     with torch.no_grad():
         model.producer.prompt.copy_(prompt.to(model.producer.prompt.dtype))
     head_file = directory / SIDECAR_HEAD
@@ -358,10 +365,12 @@ def import_peft(directory: str | os.PathLike, backbone=None, *, num_labels: int 
             model.head.out.weight.copy_(score.to(model.head.out.weight.dtype))
             model.head.out.bias.zero_()
     head_source = "new" if model.head_kind != "verbalizer" else "verbalizer"
+    if generative:
+        head_source = "none (generative: the LM head)"
     if score is not None:
         head_source = "peft score"
     if sidecar and head is None:
-        head_source = "sidecar"
+        head_source = head_source if generative else "sidecar"
         if head_file.is_file():
             head_tensors = read_tensors(head_file)
             check_tensors(head_tensors, model.head.state_dict(), str(head_file))
