@@ -42,7 +42,7 @@ def collect(stream):
 
 
 @pytest.mark.parametrize("per_adapter", [False, True])
-@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama", "tiny-gemma3"])
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama", "tiny-gemma3", "tiny-t5"])
 def test_requests_joining_a_running_batch_equal_each_request_alone(name, per_adapter):
     models = adapters(name)
     backbone = next(iter(models.values())).backbone

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from softprompt.errors import SoftPromptError
+from softprompt.serve.lanes import DecoderLane, EncoderDecoderLane
 
 
 class QueueFull(SoftPromptError):
@@ -117,8 +118,8 @@ class GenerationEngine:
                  max_context: int | None = None):
         from softprompt.runners import runner_class, runner_for
 
-        if backbone.kind != "decoder":
-            raise ValueError(f"continuous batching needs a decoder base, not {backbone.kind} ({backbone.name})")
+        if backbone.kind == "encoder":
+            raise ValueError(f"generation needs a decoder or an encoder-decoder base, not an encoder ({backbone.name})")
         self.backbone = backbone
         self.tokenizer = backbone.tokenizer
         self.runner = runner_for(backbone.family, backbone.model)
@@ -206,18 +207,18 @@ class GenerationEngine:
         for req in fresh:
             by_lane.setdefault(self._lane_key(req), []).append(req)
         for key, reqs in by_lane.items():
-            for batch in self._prefilled(reqs):
+            for new in self._prefilled(reqs):
                 lane = self._lanes.get(key)
                 if lane is None:
-                    self._lanes[key] = _Lane(*batch)
+                    self._lanes[key] = new
                 else:
-                    lane.join(*batch)
+                    lane.join(new)
 
-    def _prefilled(self, reqs: list[_Request]) -> list[tuple]:
-        """(cache, logits, requests) for newcomers: one mixed prefill; if it fails, one per adapter,
-        so an adapter that fails fails only its own requests."""
+    def _prefilled(self, reqs: list[_Request]) -> list:
+        """Lanes for newcomers: one mixed prefill; if it fails, one per adapter, so an adapter that
+        fails fails only its own requests."""
         try:
-            return [(*self._prefill(reqs), reqs)]
+            return [self._prefill(reqs)]
         except Exception as err:
             if len({id(r.model) for r in reqs}) == 1:
                 for req in reqs:
@@ -232,34 +233,11 @@ class GenerationEngine:
         return id(req.model) if self.per_adapter else "mixed"
 
     def _prefill(self, reqs: list[_Request]):
-        from softprompt.runners.kv_cache import KVCache
-        from softprompt.runners.loop import PromptGroup, run_layers, start_sequence
-        from softprompt.runners.sequence import last_real_index
-
-        width = max(len(r.prompt) for r in reqs)
-        device = self.runner.word_embeddings.weight.device
-        ids = torch.full((len(reqs), width), self.tokenizer.pad_token_id or 0, dtype=torch.long, device=device)
-        mask = torch.zeros((len(reqs), width), dtype=torch.long, device=device)
-        for r, req in enumerate(reqs):  # left padding
-            ids[r, width - len(req.prompt):] = torch.tensor(req.prompt, device=device)
-            mask[r, width - len(req.prompt):] = 1
-        rows: dict = {}
-        for r, req in enumerate(reqs):
-            rows.setdefault(id(req.model), (req.model, []))[1].append(r)
-        groups = [PromptGroup(m.producer, m.site, torch.tensor(rs, device=device)) if m is not None
-                  else PromptGroup(None, None, torch.tensor(rs, device=device)) for m, rs in rows.values()]
-        if len(groups) == 1:
-            groups[0].rows = None
-        cache = KVCache()
-        seq, tok = start_sequence(self.runner, groups, ids, mask)
-        seq = run_layers(self.runner, groups, seq, tok, -1, self.runner.num_layers, kv_cache=cache)
-        hidden = self.runner.finish(seq.hidden)
-        last = hidden[torch.arange(len(reqs), device=device), last_real_index(seq.text_mask)]
-        return cache, self.runner.lm_head()(last)
+        if self.backbone.kind == "encoder-decoder":
+            return EncoderDecoderLane.prefill(self.runner, self.tokenizer, reqs, self.backbone.model)
+        return DecoderLane.prefill(self.runner, self.tokenizer, reqs)
 
     def _advance(self, key) -> None:
-        from softprompt.runners.loop import decode_step
-
         lane = self._lanes[key]
         nxt = self._sample(lane)
         keep = []
@@ -278,12 +256,9 @@ class GenerationEngine:
             return
         if len(keep) < len(lane.requests):
             index = torch.tensor(keep, device=nxt.device)
-            lane.cache.select(index)
-            lane.cache.trim()
+            lane.keep(index)
             nxt = nxt[index]
-            lane.requests = [lane.requests[r] for r in keep]
-        hidden = decode_step(self.runner, lane.cache, nxt[:, None])
-        lane.logits = self.runner.lm_head()(hidden[:, -1])
+        lane.step(nxt)
 
     def _sample(self, lane) -> torch.Tensor:
         """Each request's next token with its own settings: greedy at temperature 0, else nucleus sampling."""
@@ -328,20 +303,6 @@ class GenerationEngine:
 
     def _finish(self, req: _Request, reason: str, error: str | None = None) -> None:
         req.stream._put(Finish(reason, len(req.prompt), len(req.tokens), req.text, req.ttft, req.itl, error))
-
-
-class _Lane:
-    """Running requests that share one key/value cache (all of them, or one adapter's)."""
-
-    def __init__(self, cache, logits, requests):
-        self.cache, self.logits, self.requests = cache, logits, list(requests)
-
-    def join(self, cache, logits, requests) -> None:
-        from softprompt.runners.kv_cache import KVCache
-
-        self.cache = KVCache.concat([self.cache, cache])
-        self.logits = torch.cat([self.logits, logits])
-        self.requests += requests
 
 
 def _prompt_positions(model) -> int:
