@@ -11,7 +11,9 @@ HELP = "serve every adapter in a folder over HTTP (FastAPI + uvicorn) with mixed
 
 def add_arguments(parser) -> None:
     parser.add_argument("--base", required=True, help="base model (short name, folder or hub id), e.g. minilm-l6")
-    parser.add_argument("--prompts", required=True, help="folder of adapter folders (adapter.json + adapter.safetensors)")
+    parser.add_argument("--prompts", required=True,
+                        help="folder of adapter folders (adapter.json + adapter.safetensors) or training run folders "
+                             "(served from their adapter/ under the run's name); new folders are served without a restart")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-batch", type=int, default=32, help="requests per forward pass")
@@ -25,6 +27,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-length", type=int, default=256, help="token limit; longer inputs are truncated")
     parser.add_argument("--batching", choices=["mixed", "per-adapter"], default="mixed",
                         help="mixed: all adapters in one forward (default); per-adapter: one forward per adapter")
+    parser.add_argument("--generation-batching", choices=["mixed", "per-adapter"], default="mixed",
+                        help="generation (decoder bases): mixed continuous batching across adapters (default), or "
+                             "per-adapter: one adapter's requests per decode forward (baseline)")
+    parser.add_argument("--adapter-memory-mb", type=float, default=None,
+                        help="memory budget for adapters in memory; least recently used ones are evicted above it "
+                             "and reloaded on their next request (default: no limit)")
+    parser.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens a request may ask for")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default=None, help="torch device for the model, e.g. cuda (default: cpu)")
     parser.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get on shutdown")
@@ -39,7 +48,8 @@ def settings_from_args(args):
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, token_env=args.token_env,
         protect_reads=args.protect_reads, max_body_bytes=args.max_body_bytes, max_text_chars=args.max_text_chars,
         max_length=args.max_length, batching=args.batching, threads=args.threads,
-        graceful_timeout=args.graceful_timeout, device=args.device,
+        graceful_timeout=args.graceful_timeout, device=args.device, generation_batching=args.generation_batching,
+        adapter_memory_mb=args.adapter_memory_mb, max_tokens_limit=args.max_tokens_limit,
     )
 
 
@@ -57,7 +67,7 @@ def run(args) -> int:
     if settings.threads:
         torch.set_num_threads(settings.threads)
     backbone = load_backbone(settings.base, device=settings.device)
-    store = AdapterStore(backbone, settings.max_length)
+    store = AdapterStore(backbone, settings.max_length, settings.adapter_memory_bytes)
     store.load_dir(settings.prompts)
     app = create_app(settings, store)
     config = uvicorn.Config(
@@ -66,8 +76,36 @@ def run(args) -> int:
         # a second bound besides --max-queue: connections beyond this get uvicorn's plain 503
         limit_concurrency=settings.max_queue + settings.max_batch + 256,
     )
-    uvicorn.Server(config).run()
+    draining_server(app, settings.graceful_timeout)(config).run()
     return 0
+
+
+def draining_server(app, timeout: float):
+    """A uvicorn Server whose first SIGTERM / SIGINT drains before exiting: new requests get 503 while
+    in-flight requests and streams finish (at most `timeout` seconds); a second signal exits at once."""
+    import threading
+
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        draining = False
+
+        def handle_exit(self, sig, frame) -> None:
+            service = getattr(app.state, "service", None)
+            if self.draining or service is None:
+                return super().handle_exit(sig, frame)
+            self.draining = True
+            service.begin_drain()
+            logging.getLogger("softprompt.serve").info(
+                "draining: %d generation requests in flight; new requests get 503", service.active)
+
+            def wait_then_exit() -> None:
+                service.wait_idle(timeout)
+                super(DrainingServer, self).handle_exit(sig, None)
+
+            threading.Thread(target=wait_then_exit, name="softprompt-drain", daemon=True).start()
+
+    return DrainingServer
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,10 @@
     POST   /v1/classify          {adapter, text, text_pair?} -> {adapter, label, score, scores, logits, truncated}
     POST   /v1/generate          {adapter, text, max_new_tokens?} -> {adapter, text, tokens, finish_reason, truncated}
                                  (decoder and encoder-decoder bases; greedy)
-    GET    /v1/adapters          loaded and refused adapters
+    POST   /v1/completions       OpenAI-compatible (serve/oai.py): model = adapter or base name; stream = SSE
+    POST   /v1/chat/completions  OpenAI-compatible chat (the base tokenizer's chat template)
+    GET    /v1/models            the base and every servable adapter (OpenAI list of models)
+    GET    /v1/adapters          adapters (in memory or loaded on first use), skipped folders, memory
     POST   /v1/adapters/{name}   {path}: load (or replace) an adapter at run time   [token]
     DELETE /v1/adapters/{name}   unload                                           [token]
     GET    /healthz              liveness (always open)
@@ -14,6 +17,7 @@ Read endpoints need the token too with `protect_reads`. The OpenAPI schema is at
 from __future__ import annotations
 
 import asyncio
+import copy
 import hmac
 import json
 import logging
@@ -22,6 +26,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,7 +36,9 @@ from softprompt.runners import runner_for
 from softprompt.serve.batcher import Batcher, QueueFull, ShuttingDown
 from softprompt.serve.config import ServeSettings
 from softprompt.serve.metrics import CONTENT_TYPE, Metrics
+from softprompt.serve.oai import error_body, error_response, is_openai_path, openai_router
 from softprompt.serve.store import AdapterStore, WrongBaseError
+from softprompt.serve.streams import Generations, Refused
 
 log = logging.getLogger("softprompt.serve")
 
@@ -74,12 +81,15 @@ class LoadRequest(BaseModel):
 
 
 # -- middleware ------------------------------------------------------------------------------------
-ENDPOINTS = ("/v1/classify", "/v1/generate", "/v1/adapters", "/healthz", "/metrics", "/openapi.json", "/docs")
+ENDPOINTS = ("/v1/classify", "/v1/generate", "/v1/adapters", "/healthz", "/metrics", "/openapi.json", "/docs",
+             "/v1/completions", "/v1/chat/completions", "/v1/models")
 
 
 def endpoint_label(path: str) -> str:
     if path.startswith("/v1/adapters/"):
         return "/v1/adapters/{name}"
+    if path.startswith("/v1/models/"):
+        return "/v1/models/{model}"
     return path if path in ENDPOINTS else "other"
 
 
@@ -121,7 +131,7 @@ class Guard:
             except ValueError:
                 declared = 0
             if declared > self.max_body:
-                await self._too_large(send, declared)
+                await self._too_large(send, declared, scope["path"])
                 return None
         chunks, size, more = [], 0, True
         while more:
@@ -131,7 +141,7 @@ class Guard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                await self._too_large(send, size)
+                await self._too_large(send, size, scope["path"])
                 return None
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -147,9 +157,10 @@ class Guard:
 
         return replay
 
-    async def _too_large(self, send, size: int) -> None:
-        body = json.dumps({"detail": f"request body of {size} bytes is over the limit of {self.max_body} bytes "
-                                     f"(--max-body-bytes)"}).encode()
+    async def _too_large(self, send, size: int, path: str = "") -> None:
+        message = f"request body of {size} bytes is over the limit of {self.max_body} bytes (--max-body-bytes)"
+        shaped = error_body(message, code="request_too_large") if is_openai_path(path) else {"detail": message}
+        body = json.dumps(shaped).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
@@ -161,24 +172,51 @@ def create_app(settings: ServeSettings, store: AdapterStore, metrics: Metrics | 
     settings.validate()
     metrics = metrics or Metrics()
     backbone = store.backbone
+    if store.budget is None and settings.adapter_memory_bytes is not None:
+        store.budget = settings.adapter_memory_bytes
     runner = runner_for(backbone.family, backbone.model)
     batcher = Batcher(runner, backbone.tokenizer, metrics, settings.max_batch, settings.max_wait_ms,
                       settings.max_queue, settings.batching)
+    engine = service = None
+    if backbone.kind == "decoder":  # continuous batching of generation (serve/engine.py)
+        from softprompt.serve.engine import GenerationEngine
+
+        engine = GenerationEngine(backbone, max_batch=settings.max_batch,
+                                  max_queue=settings.max_gen_queue or settings.max_queue,
+                                  per_adapter=settings.generation_batching == "per-adapter")
+        service = Generations(engine, store, metrics, settings)
     metrics.queue_depth = lambda: batcher.depth
-    metrics.adapters_loaded = lambda: len(store)
+    metrics.adapters_loaded = lambda: len(store.entries())
+    metrics.adapters_servable = lambda: len(store)
+    metrics.adapter_memory = lambda: store.memory_bytes
+    metrics.adapter_loads = lambda: store.loads
+    metrics.adapter_evictions = lambda: store.evictions
+    if engine is not None:
+        metrics.gen_running = lambda: _safe_count(lambda: engine.running)
+        metrics.gen_waiting = lambda: _safe_count(lambda: engine.waiting)
     token = settings.token()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
-        log.info("serving %d adapters on %s (%s batching)", len(store), backbone.name, settings.batching)
+        if engine is not None:
+            engine.start()
+        log.info("serving %d adapters on %s (%s batching%s)", len(store), backbone.name, settings.batching,
+                 f", {settings.generation_batching} generation" if engine is not None else "")
         yield
         # uvicorn has stopped accepting and waited for in-flight requests; finish anything queued
+        if service is not None:
+            service.begin_drain()
         await asyncio.to_thread(batcher.stop, settings.graceful_timeout)
+        if engine is not None:
+            await asyncio.to_thread(engine.stop, True, settings.graceful_timeout)
+            service.shutdown()
 
     app = FastAPI(title="softprompt serve", version="1", lifespan=lifespan,
-                  description="One frozen base model, many soft prompts, mixed-task batches.")
+                  description="One frozen base model, many soft prompts, mixed-task batches; OpenAI-compatible "
+                              "generation with continuous batching across adapters.")
     app.state.settings, app.state.store, app.state.batcher, app.state.metrics = settings, store, batcher, metrics
+    app.state.engine, app.state.service = engine, service
     app.add_middleware(Guard, metrics=metrics, max_body_bytes=settings.max_body_bytes)
 
     def check_token(request: Request, required: bool) -> None:
@@ -200,17 +238,58 @@ def create_app(settings: ServeSettings, store: AdapterStore, metrics: Metrics | 
     def admin_access(request: Request) -> None:
         check_token(request, True)
 
+    def draining() -> bool:
+        return service is not None and service.draining
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
         errors = exc.errors()
         summary = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors[:5])
+        if is_openai_path(request.url.path):
+            first = errors[0] if errors else {}
+            loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+            code = "unrecognized_argument" if first.get("type") == "extra_forbidden" else "invalid_value"
+            return JSONResponse(error_body(f"invalid request: {summary}", param=".".join(loc) or None, code=code),
+                                status_code=400)
         return JSONResponse({"detail": f"invalid request: {summary}", "errors": json.loads(json.dumps(errors, default=str))},
                             status_code=422)
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused):
+        if is_openai_path(request.url.path):
+            return error_response(exc)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        headers = getattr(exc, "headers", None)
+        if is_openai_path(request.url.path):
+            kind = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error"}.get(
+                exc.status_code, "invalid_request_error" if exc.status_code < 500 else "server_error")
+            return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code, headers=headers)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     def unknown(name: str) -> HTTPException:
         names = store.names()
         have = ", ".join(names) if names else "none loaded"
         return HTTPException(404, f"unknown adapter {name!r}; available: {have}")
+
+    async def acquire(name: str):
+        """The adapter, loaded if need be and marked in use (release it), or 404; 500 if its files broke."""
+        entry = store.resident(name)
+        try:
+            entry = store.acquire(name) if entry is not None else await asyncio.to_thread(store.acquire, name)
+        except AdapterError as err:
+            raise HTTPException(500, str(err)) from None
+        if entry is None:
+            raise unknown(name)
+        return entry
+
+    def refuse_while_draining() -> None:
+        if draining():
+            raise HTTPException(503, "the server is shutting down; retry later",
+                                headers={"Retry-After": str(settings.retry_after_s)})
 
     @app.post("/v1/classify", response_model=ClassifyResponse, dependencies=[Depends(read_access)],
               responses={404: {"description": "unknown adapter"}, 413: {"description": "body too large"},
@@ -218,10 +297,12 @@ def create_app(settings: ServeSettings, store: AdapterStore, metrics: Metrics | 
     async def classify(req: ClassifyRequest) -> dict[str, Any]:
         check_length("text", req.text)
         check_length("text_pair", req.text_pair)
-        entry = store.get(req.adapter)
-        if entry is None:
-            raise unknown(req.adapter)
-        result = await queued(batcher.classify(entry, req.text, req.text_pair))
+        refuse_while_draining()
+        entry = await acquire(req.adapter)
+        try:
+            result = await queued(batcher.classify(entry, req.text, req.text_pair))
+        finally:
+            store.release(entry)
         return {"adapter": entry.name, **result}
 
     @app.post("/v1/generate", response_model=GenerateResponse, dependencies=[Depends(read_access)],
@@ -232,11 +313,32 @@ def create_app(settings: ServeSettings, store: AdapterStore, metrics: Metrics | 
         if backbone.kind == "encoder":
             raise HTTPException(422, f"base {backbone.name!r} is an encoder ({backbone.family}); generation needs a "
                                      "decoder or encoder-decoder base: use /v1/classify")
-        entry = store.get(req.adapter)
-        if entry is None:
-            raise unknown(req.adapter)
-        result = await queued(batcher.generate(entry, req.text, req.max_new_tokens))
-        return {"adapter": entry.name, **result}
+        refuse_while_draining()
+        entry = await acquire(req.adapter)
+        if service is None:  # encoder-decoder (T5): the batcher's greedy generation
+            try:
+                result = await queued(batcher.generate(entry, req.text, req.max_new_tokens))
+            finally:
+                store.release(entry)
+            return {"adapter": entry.name, **result}
+        # decoders: the engine (greedy); the input's start is cut to leave room for the answer
+        limit = max(entry.max_tokens - req.max_new_tokens, 1)
+        ids = list(gen_tokenizer(req.text)["input_ids"])
+        truncated = len(ids) > limit
+        from softprompt.serve.engine import SamplingParams
+
+        run = service.submit(entry.name, entry, ids[-limit:], SamplingParams(max_tokens=req.max_new_tokens,
+                                                                             temperature=0.0))
+        try:
+            f = await run.collect()
+        finally:
+            run.close()
+        if f.reason not in ("stop", "length"):
+            raise HTTPException(500, f"generation with adapter {entry.name!r} failed: {f.error or f.reason}")
+        return {"adapter": entry.name, "text": f.text, "tokens": f.completion_tokens,
+                "finish_reason": "eos" if f.reason == "stop" else "length", "truncated": truncated}
+
+    gen_tokenizer = copy.deepcopy(backbone.tokenizer)  # the engine thread decodes with the original
 
     async def queued(work) -> dict[str, Any]:
         """Await a batcher job, mapping queue and inference failures to HTTP errors."""
@@ -258,11 +360,25 @@ def create_app(settings: ServeSettings, store: AdapterStore, metrics: Metrics | 
 
     @app.get("/v1/adapters", dependencies=[Depends(read_access)])
     async def adapters() -> dict[str, Any]:
+        await asyncio.to_thread(store.rescan, False)
+        resident = {e.name: e for e in store.entries()}
+        listed = []
+        for name in store.names():
+            if name in resident:
+                listed.append({**resident[name].describe(), "loaded": True})
+            else:
+                source = next((s for s in store.sources() if s.name == name), None)
+                if source is not None:
+                    listed.append({"name": name, "method": (source.meta.get("method") or {}).get("name"),
+                                   "task": source.meta.get("task"), "path": str(source.path), "loaded": False})
         return {
             "base": {"name": backbone.name, "family": backbone.family, "kind": backbone.kind,
                      "fingerprint": backbone.fingerprint()},
-            "adapters": [e.describe() for e in store.entries()],
-            "rejected": list(store.rejected),
+            "adapters": listed,
+            "skipped": store.skipped,
+            "rejected": store.rejected,
+            "memory": {"bytes": store.memory_bytes, "budget_bytes": store.budget, "in_memory": len(resident),
+                       "loads": store.loads, "evictions": store.evictions},
         }
 
     @app.post("/v1/adapters/{name}", status_code=201, dependencies=[Depends(admin_access)],
@@ -289,11 +405,27 @@ def create_app(settings: ServeSettings, store: AdapterStore, metrics: Metrics | 
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "base": backbone.name, "adapters": len(store), "queue_depth": batcher.depth,
-                "in_flight": batcher.in_flight}
+        out = {"status": "draining" if draining() else "ok", "base": backbone.name, "adapters": len(store),
+               "queue_depth": batcher.depth, "in_flight": batcher.in_flight}
+        if engine is not None:
+            out["generation"] = {"running": _safe_count(lambda: engine.running),
+                                 "waiting": _safe_count(lambda: engine.waiting), "in_flight": service.active,
+                                 "batching": settings.generation_batching}
+        return out
 
     @app.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(read_access)])
     async def metrics_endpoint() -> PlainTextResponse:
         return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
 
+    app.include_router(openai_router(app, service, read_access))
     return app
+
+
+def _safe_count(read) -> int:
+    """A count read from another thread's structures (a dict may change size while read)."""
+    for _ in range(3):
+        try:
+            return int(read())
+        except RuntimeError:
+            continue
+    return -1

@@ -28,6 +28,10 @@ class ServeSettings:
     device: str | None = None  # torch device of the base model and adapters (None: cpu)
     graceful_timeout: float = 30.0  # seconds in-flight requests get to finish on shutdown
     retry_after_s: int = 1
+    adapter_memory_mb: float | None = None  # LRU budget for adapters in memory (None: no limit)
+    generation_batching: Literal["mixed", "per-adapter"] = "mixed"  # per-adapter: one adapter per decode forward
+    max_tokens_limit: int = 4096  # max_tokens above this get 400
+    max_gen_queue: int | None = None  # generation requests waiting to join the batch (None: max_queue)
 
     def validate(self) -> None:
         positive = {"max_batch": self.max_batch, "max_queue": self.max_queue, "max_body_bytes": self.max_body_bytes,
@@ -39,8 +43,20 @@ class ServeSettings:
             raise ConfigError(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}")
         if self.batching not in ("mixed", "per-adapter"):
             raise ConfigError(f"--batching must be 'mixed' or 'per-adapter', got {self.batching!r}")
+        if self.generation_batching not in ("mixed", "per-adapter"):
+            raise ConfigError(f"--generation-batching must be 'mixed' or 'per-adapter', got {self.generation_batching!r}")
+        if self.adapter_memory_mb is not None and self.adapter_memory_mb <= 0:
+            raise ConfigError(f"--adapter-memory-mb must be > 0, got {self.adapter_memory_mb}")
+        if self.max_tokens_limit < 1:
+            raise ConfigError(f"--max-tokens-limit must be >= 1, got {self.max_tokens_limit}")
+        if self.max_gen_queue is not None and self.max_gen_queue < 1:
+            raise ConfigError(f"--max-gen-queue must be >= 1, got {self.max_gen_queue}")
         if self.protect_reads and not self.token():
             raise ConfigError(f"--protect-reads needs a token: set the environment variable ${self.token_env}")
+
+    @property
+    def adapter_memory_bytes(self) -> int | None:
+        return None if self.adapter_memory_mb is None else int(self.adapter_memory_mb * 1024 * 1024)
 
     def token(self) -> str | None:
         return os.environ.get(self.token_env) or None

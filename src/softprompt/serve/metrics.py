@@ -54,6 +54,19 @@ class Metrics:
         self.batch_errors = 0
         self.queue_depth = lambda: 0  # set by the app
         self.adapters_loaded = lambda: 0
+        # generation, per adapter (the base model's name for requests without a prompt)
+        self.gen_requests: dict[tuple[str, str], int] = {}  # (adapter, finish reason) -> count
+        self.gen_prompt_tokens: dict[str, int] = {}
+        self.gen_completion_tokens: dict[str, int] = {}
+        self.ttft: dict[str, Histogram] = {}
+        self.itl: dict[str, Histogram] = {}
+        self.gen_refused: dict[str, int] = {}  # reason (queue_full, shutting_down, context, ...) -> count
+        self.adapter_loads = lambda: 0  # set by the app (the store counts)
+        self.adapter_evictions = lambda: 0
+        self.gen_running = lambda: 0  # set by the app
+        self.gen_waiting = lambda: 0
+        self.adapters_servable = lambda: 0
+        self.adapter_memory = lambda: 0
 
     def observe_request(self, method: str, endpoint: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -74,6 +87,57 @@ class Metrics:
     def count_batch_error(self) -> None:
         with self._lock:
             self.batch_errors += 1
+
+    def observe_generation(self, adapter: str, reason: str, prompt_tokens: int, completion_tokens: int,
+                           ttft_s: float | None, itl_s: list[float]) -> None:
+        with self._lock:
+            key = (adapter, reason)
+            self.gen_requests[key] = self.gen_requests.get(key, 0) + 1
+            self.gen_prompt_tokens[adapter] = self.gen_prompt_tokens.get(adapter, 0) + prompt_tokens
+            self.gen_completion_tokens[adapter] = self.gen_completion_tokens.get(adapter, 0) + completion_tokens
+            if ttft_s is not None:
+                self.ttft.setdefault(adapter, Histogram(LATENCY_BUCKETS)).observe(ttft_s)
+            if itl_s:
+                hist = self.itl.setdefault(adapter, Histogram(LATENCY_BUCKETS))
+                for value in itl_s:
+                    hist.observe(value)
+
+    def count_refused(self, reason: str) -> None:
+        with self._lock:
+            self.gen_refused[reason] = self.gen_refused.get(reason, 0) + 1
+
+    def _generation_lines(self) -> list[str]:
+        lines = ["# HELP softprompt_generation_requests_total Generation requests by adapter and finish reason "
+                 "(stop, length, cancelled, error).",
+                 "# TYPE softprompt_generation_requests_total counter"]
+        for (adapter, reason), n in sorted(self.gen_requests.items()):
+            lines.append(f"softprompt_generation_requests_total{_labels({'adapter': adapter, 'reason': reason})} {n}")
+        lines += ["# HELP softprompt_generation_prompt_tokens_total Prompt tokens of generation requests, by adapter.",
+                  "# TYPE softprompt_generation_prompt_tokens_total counter"]
+        for adapter, n in sorted(self.gen_prompt_tokens.items()):
+            lines.append(f"softprompt_generation_prompt_tokens_total{_labels({'adapter': adapter})} {n}")
+        lines += ["# HELP softprompt_generation_completion_tokens_total Generated tokens, by adapter.",
+                  "# TYPE softprompt_generation_completion_tokens_total counter"]
+        for adapter, n in sorted(self.gen_completion_tokens.items()):
+            lines.append(f"softprompt_generation_completion_tokens_total{_labels({'adapter': adapter})} {n}")
+        lines += ["# HELP softprompt_time_to_first_token_seconds From submission to the first generated token, by adapter.",
+                  "# TYPE softprompt_time_to_first_token_seconds histogram"]
+        for adapter, hist in sorted(self.ttft.items()):
+            lines += hist.lines("softprompt_time_to_first_token_seconds", {"adapter": adapter})
+        lines += ["# HELP softprompt_inter_token_latency_seconds Time between consecutive generated tokens, by adapter.",
+                  "# TYPE softprompt_inter_token_latency_seconds histogram"]
+        for adapter, hist in sorted(self.itl.items()):
+            lines += hist.lines("softprompt_inter_token_latency_seconds", {"adapter": adapter})
+        lines += ["# HELP softprompt_generation_refused_total Generation requests refused before they ran, by reason.",
+                  "# TYPE softprompt_generation_refused_total counter"]
+        for reason, n in sorted(self.gen_refused.items()):
+            lines.append(f"softprompt_generation_refused_total{_labels({'reason': reason})} {n}")
+        lines += ["# HELP softprompt_adapter_loads_total Adapters read into memory (first use, reload after eviction, admin load).",
+                  "# TYPE softprompt_adapter_loads_total counter", f"softprompt_adapter_loads_total {self.adapter_loads()}",
+                  "# HELP softprompt_adapter_evictions_total Adapters dropped from memory by the LRU budget.",
+                  "# TYPE softprompt_adapter_evictions_total counter",
+                  f"softprompt_adapter_evictions_total {self.adapter_evictions()}"]
+        return lines
 
     def render(self) -> str:
         with self._lock:
@@ -101,8 +165,17 @@ class Metrics:
                       "# HELP softprompt_batch_errors_total Batches whose forward pass raised.",
                       "# TYPE softprompt_batch_errors_total counter",
                       f"softprompt_batch_errors_total {self.batch_errors}"]
+            lines += self._generation_lines()
         lines += ["# HELP softprompt_queue_depth Requests waiting for a batch.", "# TYPE softprompt_queue_depth gauge",
                   f"softprompt_queue_depth {self.queue_depth()}",
                   "# HELP softprompt_adapters_loaded Adapters ready to serve.", "# TYPE softprompt_adapters_loaded gauge",
-                  f"softprompt_adapters_loaded {self.adapters_loaded()}"]
+                  f"softprompt_adapters_loaded {self.adapters_loaded()}",
+                  "# HELP softprompt_adapters_servable Adapters that can be served (in memory or loaded on first use).",
+                  "# TYPE softprompt_adapters_servable gauge", f"softprompt_adapters_servable {self.adapters_servable()}",
+                  "# HELP softprompt_adapter_memory_bytes Memory taken by the adapters in memory.",
+                  "# TYPE softprompt_adapter_memory_bytes gauge", f"softprompt_adapter_memory_bytes {self.adapter_memory()}",
+                  "# HELP softprompt_generation_running Requests in the running decode batch.",
+                  "# TYPE softprompt_generation_running gauge", f"softprompt_generation_running {self.gen_running()}",
+                  "# HELP softprompt_generation_waiting Generation requests waiting to join the decode batch.",
+                  "# TYPE softprompt_generation_waiting gauge", f"softprompt_generation_waiting {self.gen_waiting()}"]
         return "\n".join(lines) + "\n"
