@@ -106,6 +106,32 @@ def test_loss_is_hf_causal_lm_loss_on_target_tokens_only():
     assert out.logits.shape == (*ids.shape, V) and torch.isfinite(out.loss)
 
 
+def test_t5_loss_equals_hf_models_own_loss_and_generates():
+    """Seq2seq: labels are the decoder's; the loss is HF T5's own with the prompt as inputs_embeds."""
+    bb = load_backbone("tiny-t5")
+    torch.manual_seed(0)
+    wrapped = softprompt.wrap(bb.model, bb.tokenizer, method="prompt-tuning", producer={"num_tokens": 4})
+    perturb(wrapped, std=2.0)
+    wrapped.eval()
+    tok = bb.tokenizer
+    enc = tok([p for p, _ in PAIRS], padding=True, return_tensors="pt")
+    labels = tok([c for _, c in PAIRS], padding=True, return_tensors="pt")["input_ids"]
+    labels[labels == tok.pad_token_id] = -100
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    with torch.no_grad():
+        out = wrapped(ids, mask, labels=labels)
+        prompt = wrapped.model.producer(None)[0].expand(ids.shape[0], -1, -1)
+        ref = bb.model(inputs_embeds=torch.cat([prompt, bb.model.get_input_embeddings()(ids)], 1),
+                       attention_mask=torch.cat([torch.ones(ids.shape[0], prompt.shape[1], dtype=mask.dtype), mask], 1),
+                       labels=labels)
+        plain = bb.model(input_ids=ids, attention_mask=mask, labels=labels)
+    assert torch.allclose(out.loss, ref.loss, atol=1e-5), (out.loss, ref.loss)
+    assert torch.allclose(out.logits, ref.logits, atol=1e-4)
+    assert (out.logits - plain.logits).abs().max() > 1e-3  # the prompt matters
+    got = wrapped.generate(ids, mask, max_new_tokens=5, eos_token_id=-1)
+    assert torch.equal(got, wrapped.model.generate(ids, mask, max_new_tokens=5, eos_token_id=-1))
+
+
 def test_source_is_the_tokens_before_the_first_target():
     labels = torch.tensor([[-100, -100, 5, 6], [1, 2, 3, -100], [-100, -100, -100, -100], [-100, -100, 9, 9]])
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0], [0, 1, 1, 1]])  # last row left-padded
