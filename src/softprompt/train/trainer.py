@@ -12,6 +12,7 @@ Every global batch is split across processes, so N processes see the same data a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from softprompt.adapter import WEIGHTS, read_tensors, save_adapter
 from softprompt.errors import ConfigError, SoftPromptError
+from softprompt.methods import method_config
 from softprompt.model import SoftPromptModel
 from softprompt.tasks import get_task, load_split_with_report, subsample
 from softprompt.train import checkpoint as ckpt
@@ -36,7 +38,6 @@ from softprompt.train.config import TrainConfig
 from softprompt.train.evaluate import padding_side, score
 from softprompt.train.splits import carve_validation
 from softprompt.train.state_cache import StateCache
-from softprompt.train.text_batches import encode_generation
 
 
 class TrainingDiverged(SoftPromptError):
@@ -71,27 +72,24 @@ class Trainer:
             from softprompt.backbones import load_backbone
 
             self.backbone = load_backbone(cfg.backbone)
+        tok = self.backbone.tokenizer
         train, selection = self._load_data()
-        self.train_enc = self._encode(train)
-        self.selection_enc = self._encode(selection)
+        self.train_enc = encode(tok, train, cfg.max_length)
+        self.selection_enc = encode(tok, selection, cfg.max_length)
         self.test_enc = None  # the reported split, encoded when the run finishes (evaluated once)
         torch.manual_seed(cfg.seed)
-        method = cfg.method
-        if getattr(method.producer, "init", None) == "labels" and not method.producer.label_words:
-            method = method.with_producer(label_words=list(self.task.verbalizer))  # class-label init (Lester et al.)
+        method = method_config(cfg.method)
         if method.zero_shot:
             raise ConfigError("method zero-shot is not trained; use `softprompt eval --method zero-shot`")
         self.model = SoftPromptModel(
-            self.backbone, method, self.task.num_labels, self.task.is_regression, list(self.task.verbalizer),
-            backbone_dropout=cfg.backbone_dropout, generative=self.task.is_generation,
+            self.backbone, method, self.task.num_labels, self.task.is_regression, list(self.task.verbalizer)
         )
-        self.model.gradient_checkpointing = cfg.gradient_checkpointing
-        self._build_optimizer()
+        self._build_optimizer(method)
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.cache = self._build_cache()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.accelerator.is_main_process:
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
         if cfg.tensorboard:
             self.accelerator.init_trackers("tb")
         return self
@@ -133,19 +131,13 @@ class Trainer:
     def selection_name(self) -> str:
         return "carved validation" if self.cfg.selection_split == "carved" else self.task.check_split(self.cfg.selection_split)
 
-    def _encode(self, examples):
-        if self.task.is_generation:
-            return encode_generation(self.backbone.tokenizer, self.task, examples, self.cfg.max_length,
-                                     self.backbone.kind, chat=self.cfg.chat_template)
-        return encode(self.backbone.tokenizer, examples, self.cfg.max_length)
-
     @property
     def unwrapped(self) -> SoftPromptModel:
         return self.accelerator.unwrap_model(self.model)
 
-    def _build_optimizer(self) -> None:
+    def _build_optimizer(self, method) -> None:
         cfg = self.cfg
-        lrs = cfg.group_lrs()
+        lrs = cfg.group_lrs(method.producer_kind, method.backbone)
         groups = []
         for name, params in self.model.param_groups().items():
             decay = [p for p in params if p.dim() > 1]
@@ -200,6 +192,21 @@ class Trainer:
         self.log(f"resumed from {latest.name} (epoch {state['epoch']}, step {state['global_step']})")
         return state
 
+    def _warm_cache(self, progress: dict) -> None:
+        """After a resume, recompute the frozen states the first epoch had cached before the kill, in
+        that epoch's batches: the same batches give bit-identical states, so later epochs read the
+        same cache as an uninterrupted run (states computed in other batches may differ in the last bit)."""
+        if self.cache is None:
+            return
+        cfg, acc = self.cfg, self.accelerator
+        rank, world = acc.process_index, acc.num_processes
+        tok = self.backbone.tokenizer
+        batches = batch_order(self.train_enc.lengths, cfg.batch_size * world, cfg.seed, 0, True, cfg.bucket)
+        done = len(batches) if progress["epoch"] > 0 else progress["batch"]
+        for b in range(done):
+            local = batches[b][rank::world] or batches[b][:1]
+            self._frozen_state(collate(self.train_enc, local, tok.pad_token_id, padding_side(tok)), acc.device)
+
     def _truncate_log(self, step: int) -> None:
         path = self.run_dir / "metrics.jsonl"
         if path.exists() and self.accelerator.is_main_process:
@@ -221,7 +228,7 @@ class Trainer:
         if self.cache is None:
             return None
         indices = batch["indices"].tolist()
-        template = model.start(ids, mask, types)
+        template = model._start(ids, mask, types)
         hidden = self.cache.lookup(indices, mask)
         if hidden is not None:
             return template.with_hidden(hidden.to(template.hidden.dtype))
@@ -246,6 +253,8 @@ class Trainer:
         tok = self.backbone.tokenizer
         side = padding_side(tok)
         self.model.train()  # SoftPromptModel keeps a frozen backbone in eval mode
+        if state is not None:
+            self._warm_cache(progress)
         stop = False
         lengths = self.train_enc.lengths
         for epoch in range(progress["epoch"], cfg.epochs):
@@ -267,7 +276,6 @@ class Trainer:
                         batch["input_ids"].to(device), batch["attention_mask"].to(device),
                         batch["token_type_ids"].to(device) if "token_type_ids" in batch else None,
                         labels=batch["labels"].to(device), state=frozen,
-                        **({"source_mask": batch["source_mask"].to(device)} if "source_mask" in batch else {}),
                     )
                     if not torch.isfinite(out.loss):
                         raise TrainingDiverged(
@@ -341,7 +349,7 @@ class Trainer:
         """The selected (best) adapter scored once on the reported split, eval_split."""
         cfg, acc = self.cfg, self.accelerator
         examples, report = load_split_with_report(self.task, cfg.eval_split, cfg.data_dir, cfg.eval_limit, 0)
-        self.test_enc = self._encode(examples)
+        self.test_enc = encode(self.backbone.tokenizer, examples, cfg.max_length)
         acc.wait_for_everyone()
         best = read_tensors(self.run_dir / "adapter" / WEIGHTS)
         live = self.unwrapped.adapter_state()  # state_dict tensors share storage with the parameters
