@@ -12,7 +12,6 @@ Every global batch is split across processes, so N processes see the same data a
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -29,7 +28,6 @@ from transformers import get_linear_schedule_with_warmup
 
 from softprompt.adapter import WEIGHTS, read_tensors, save_adapter
 from softprompt.errors import ConfigError, SoftPromptError
-from softprompt.methods import method_config
 from softprompt.model import SoftPromptModel
 from softprompt.tasks import get_task, load_split_with_report, subsample
 from softprompt.train import checkpoint as ckpt
@@ -38,6 +36,7 @@ from softprompt.train.config import TrainConfig
 from softprompt.train.evaluate import padding_side, score
 from softprompt.train.splits import carve_validation
 from softprompt.train.state_cache import StateCache
+from softprompt.train.text_batches import encode_generation
 
 
 class TrainingDiverged(SoftPromptError):
@@ -72,24 +71,27 @@ class Trainer:
             from softprompt.backbones import load_backbone
 
             self.backbone = load_backbone(cfg.backbone)
-        tok = self.backbone.tokenizer
         train, selection = self._load_data()
-        self.train_enc = encode(tok, train, cfg.max_length)
-        self.selection_enc = encode(tok, selection, cfg.max_length)
+        self.train_enc = self._encode(train)
+        self.selection_enc = self._encode(selection)
         self.test_enc = None  # the reported split, encoded when the run finishes (evaluated once)
         torch.manual_seed(cfg.seed)
-        method = method_config(cfg.method)
+        method = cfg.method
+        if getattr(method.producer, "init", None) == "labels" and not method.producer.label_words:
+            method = method.with_producer(label_words=list(self.task.verbalizer))  # class-label init (Lester et al.)
         if method.zero_shot:
             raise ConfigError("method zero-shot is not trained; use `softprompt eval --method zero-shot`")
         self.model = SoftPromptModel(
-            self.backbone, method, self.task.num_labels, self.task.is_regression, list(self.task.verbalizer)
+            self.backbone, method, self.task.num_labels, self.task.is_regression, list(self.task.verbalizer),
+            backbone_dropout=cfg.backbone_dropout, generative=self.task.is_generation,
         )
-        self._build_optimizer(method)
+        self.model.gradient_checkpointing = cfg.gradient_checkpointing
+        self._build_optimizer()
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.cache = self._build_cache()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.accelerator.is_main_process:
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         if cfg.tensorboard:
             self.accelerator.init_trackers("tb")
         return self
@@ -131,13 +133,19 @@ class Trainer:
     def selection_name(self) -> str:
         return "carved validation" if self.cfg.selection_split == "carved" else self.task.check_split(self.cfg.selection_split)
 
+    def _encode(self, examples):
+        if self.task.is_generation:
+            return encode_generation(self.backbone.tokenizer, self.task, examples, self.cfg.max_length,
+                                     self.backbone.kind, chat=self.cfg.chat_template)
+        return encode(self.backbone.tokenizer, examples, self.cfg.max_length)
+
     @property
     def unwrapped(self) -> SoftPromptModel:
         return self.accelerator.unwrap_model(self.model)
 
-    def _build_optimizer(self, method) -> None:
+    def _build_optimizer(self) -> None:
         cfg = self.cfg
-        lrs = cfg.group_lrs(method.producer_kind, method.backbone)
+        lrs = cfg.group_lrs()
         groups = []
         for name, params in self.model.param_groups().items():
             decay = [p for p in params if p.dim() > 1]
@@ -228,7 +236,7 @@ class Trainer:
         if self.cache is None:
             return None
         indices = batch["indices"].tolist()
-        template = model._start(ids, mask, types)
+        template = model.start(ids, mask, types)
         hidden = self.cache.lookup(indices, mask)
         if hidden is not None:
             return template.with_hidden(hidden.to(template.hidden.dtype))
@@ -276,6 +284,7 @@ class Trainer:
                         batch["input_ids"].to(device), batch["attention_mask"].to(device),
                         batch["token_type_ids"].to(device) if "token_type_ids" in batch else None,
                         labels=batch["labels"].to(device), state=frozen,
+                        **({"source_mask": batch["source_mask"].to(device)} if "source_mask" in batch else {}),
                     )
                     if not torch.isfinite(out.loss):
                         raise TrainingDiverged(
@@ -349,7 +358,7 @@ class Trainer:
         """The selected (best) adapter scored once on the reported split, eval_split."""
         cfg, acc = self.cfg, self.accelerator
         examples, report = load_split_with_report(self.task, cfg.eval_split, cfg.data_dir, cfg.eval_limit, 0)
-        self.test_enc = encode(self.backbone.tokenizer, examples, cfg.max_length)
+        self.test_enc = self._encode(examples)
         acc.wait_for_everyone()
         best = read_tensors(self.run_dir / "adapter" / WEIGHTS)
         live = self.unwrapped.adapter_state()  # state_dict tensors share storage with the parameters
