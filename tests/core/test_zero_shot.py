@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from softprompt.backbones import load_backbone
-from softprompt.methods import zero_shot as zs
+from softprompt.train import zero_shot as zs
 from softprompt.model import Output
 from softprompt.tasks import Example, get_task
 

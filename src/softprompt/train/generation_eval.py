@@ -81,14 +81,14 @@ def zero_shot_instruction(task, example: Example, template: str | None = None) -
             raise ConfigError(f"zero_shot.instruction: {template!r} uses {err}; expected {{input}}, {{text}} "
                               f"or {{text_pair}}") from None
     if task.is_text_to_text:
-        from softprompt.methods.zero_shot import instruction
+        from softprompt.train.zero_shot import instruction
 
         return instruction(get_task(task.name.removesuffix(TEXT_TO_TEXT_SUFFIX)), example)
     return DATA_TO_TEXT_INSTRUCTION.format(input=example.text.strip())
 
 
 def render_instruction(tokenizer, text: str) -> str:
-    from softprompt.methods.zero_shot import uses_chat_template
+    from softprompt.train.zero_shot import uses_chat_template
 
     if uses_chat_template(tokenizer):
         return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
@@ -100,7 +100,7 @@ def encode_instructions(tokenizer, task, examples, max_length: int, template: st
     """Prompt ids (the end kept when longer than max_length: the answer cue sits there), no targets."""
     import numpy as np
 
-    from softprompt.methods.zero_shot import uses_chat_template
+    from softprompt.train.zero_shot import uses_chat_template
 
     sources, truncated = [], 0
     for ex in examples:

@@ -86,7 +86,7 @@ def evaluate_zero_shot(backbone_name: str, task_name: str, split: str | None = N
     content-free input ("N/A") are subtracted, removing the model's prior for one label word.
     """
     from softprompt.backbones import load_backbone
-    from softprompt.methods.zero_shot import encode_prompts, zero_shot_logits, zero_shot_model
+    from softprompt.train.zero_shot import encode_prompts, zero_shot_logits, zero_shot_model
 
     task = get_task(task_name)
     backbone = backbone or load_backbone(backbone_name)
