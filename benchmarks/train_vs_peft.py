@@ -1,6 +1,13 @@
 """softprompt vs the peft library: same method, backbone, data order, batch and steps.
 
     python benchmarks/train_vs_peft.py --data-dir ../shared/data [--backbone minilm-l6 --train-limit 4000 --epochs 3]
+    python benchmarks/train_vs_peft.py --mode decoder --data-dir ../shared/data --backbone smollm2-135m --batch-size 16 --train-limit 256
+
+Decoder mode: prompt tuning (10 tokens) on E2E with the LM loss on target tokens only, softprompt
+(logits at target positions only) vs peft PROMPT_TUNING CAUSAL_LM (logits at every position), same
+batches (batch 16, `encode_generation` rows in `batch_order`), one epoch; training samples/s and peak
+RSS per subprocess (goal: >= 1.0x peft speed, <= 0.5x peft peak memory). Writes
+benchmarks/results/train_vs_peft_decoder_<backbone>.{json,md}.
 
 Each (library, method) trains in its own subprocess (so peak memory is its own), alternating
 softprompt and peft, with one plain AdamW loop over identical batches: only the model differs.
@@ -97,6 +104,97 @@ def worker(args) -> dict:
             "accuracy": acc, "trainable_params": sum(p.numel() for p in params)}
 
 
+def decoder_worker(args) -> dict:
+    import copy
+
+    import torch
+    from peft import PromptTuningConfig, TaskType, get_peft_model
+    from transformers import get_linear_schedule_with_warmup
+
+    from softprompt.backbones import load_backbone
+    from softprompt.methods import method_config
+    from softprompt.model import SoftPromptModel
+    from softprompt.tasks import get_task, load_split
+    from softprompt.train.batches import batch_order, collate
+    from softprompt.train.text_batches import encode_generation
+
+    torch.manual_seed(0)
+    bb = load_backbone(args.backbone)
+    tok, task = bb.tokenizer, get_task("e2e")
+    train = encode_generation(tok, task, load_split(task, "train", args.data_dir, args.train_limit, 0),
+                              args.max_length, bb.kind)
+    if args.library == "softprompt":
+        model = SoftPromptModel(bb, method_config({"name": "prompt-tuning", "producer": {"num_tokens": 10}}), 0,
+                                generative=True)
+        params = list(model.adapter_params().values())
+
+        def loss_of(b):
+            return model(b["input_ids"], b["attention_mask"], labels=b["labels"], source_mask=b["source_mask"]).loss
+        side = "left"
+    else:
+        model = get_peft_model(copy.deepcopy(bb.model), PromptTuningConfig(task_type=TaskType.CAUSAL_LM,
+                                                                           num_virtual_tokens=10))
+        params = [p for p in model.parameters() if p.requires_grad]
+
+        def loss_of(b):
+            return model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss
+        side = "right"
+    opt = torch.optim.AdamW(params, lr=3e-2, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+    batches = batch_order(train.lengths, args.batch_size, 0, 0, True, True)
+    sched = get_linear_schedule_with_warmup(opt, int(0.06 * len(batches)), len(batches))
+    model.train()
+    seen, losses, t0 = 0, [], time.perf_counter()
+    for idx in batches:
+        b = collate(train, idx, tok.pad_token_id, side)
+        loss = loss_of(b)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        seen += len(idx)
+        losses.append(float(loss))
+    return {"library": args.library, "method": "prompt-tuning (decoder, E2E)", "train_samples_per_s":
+            seen / (time.perf_counter() - t0), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "first_loss": losses[0], "last_loss": losses[-1], "steps": len(batches),
+            "trainable_params": sum(p.numel() for p in params)}
+
+
+def run_decoder(args, flags: list[str]) -> None:
+    import peft
+    import torch
+
+    rows = []
+    for library in ("softprompt", "peft"):
+        try:
+            proc = subprocess.run([sys.executable, __file__, *flags, "--worker", library, "prompt-tuning"],
+                                  capture_output=True, text=True, timeout=args.timeout)
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else
+                        {"library": library, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]})
+        except subprocess.TimeoutExpired:
+            rows.append({"library": library, "error": f"timed out after {args.timeout}s"})
+        print(rows[-1], flush=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    command = "python benchmarks/train_vs_peft.py " + " ".join(flags)
+    meta = {"command": command, "commit": commit, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+            "torch": torch.__version__, "peft": peft.__version__}
+    out = Path(__file__).parent / "results"
+    (out / f"train_vs_peft_decoder_{args.backbone}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = [f"# softprompt vs peft, decoder prompt tuning on E2E ({args.backbone}, batch {args.batch_size})", "",
+             f"`{command}`", "", f"commit {commit}; {meta['machine']}; torch {meta['torch']}; peft {meta['peft']}", "",
+             "| library | train samples/s | peak RSS MB | first loss | last loss | trainable |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['library']} | fails: {r['error']} | | | | |" if "error" in r else
+                     f"| {r['library']} | {r['train_samples_per_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['first_loss']:.3f} | "
+                     f"{r['last_loss']:.3f} | {r['trainable_params']:,} |")
+    if not any("error" in r for r in rows):
+        sp, pf = rows
+        lines += ["", f"softprompt: training speed {sp['train_samples_per_s'] / pf['train_samples_per_s']:.2f}x peft "
+                      f"(goal >= 1.0x), peak memory {sp['peak_rss_mb'] / pf['peak_rss_mb']:.2f}x peft (goal <= 0.5x)"]
+    (out / f"train_vs_peft_decoder_{args.backbone}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def run_worker(flags: list[str], library: str, method: str) -> dict:
     """One (library, method) training in a subprocess; a failure becomes a row with the error's last line."""
     proc = subprocess.run([sys.executable, __file__, *flags, "--worker", library, method], capture_output=True, text=True)
@@ -163,13 +261,19 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--eval-limit", type=int, default=None, help="seeded subsample of SST-2 dev (default: all 872)")
     ap.add_argument("--repeats", type=int, default=1, help="alternated runs per (library, method); speeds are medians")
+    ap.add_argument("--mode", choices=("encoder", "decoder"), default="encoder",
+                    help="decoder: prompt tuning on E2E with a causal LM (smollm2-135m), batch 16, one epoch")
+    ap.add_argument("--timeout", type=int, default=1800, help="decoder mode: seconds per subprocess")
     ap.add_argument("--worker", nargs=2, metavar=("LIBRARY", "METHOD"))
     args = ap.parse_args()
     if args.worker:
         args.library, args.method = args.worker
-        print(json.dumps(worker(args)))
+        print(json.dumps(decoder_worker(args) if args.mode == "decoder" else worker(args)))
         return
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "worker" and v is not None]
+    if args.mode == "decoder":
+        run_decoder(args, flags)
+        return
     runs: dict[tuple[str, str], list[dict]] = {}
     for _ in range(args.repeats):
         for method in METHODS:
