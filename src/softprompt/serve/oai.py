@@ -28,6 +28,7 @@ from softprompt.serve.engine import Finish, SamplingParams
 from softprompt.serve.streams import Generations, Refused
 
 INT64 = 2**63
+GREEDY_BELOW = 1e-4  # temperatures under this are greedy (dividing logits by ~0 overflows to inf/NaN)
 OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/models")
 
 
@@ -57,7 +58,7 @@ class Sampling(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=256, description="adapter name, or the base model's name for no prompt")
     max_tokens: int | None = Field(default=None, ge=1, description="most tokens to generate")
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0, description="0: greedy")
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0, description=f"0 (or below {GREEDY_BELOW}): greedy")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: int | None = Field(default=None, ge=-INT64, lt=INT64)
     stop: str | list[str] | None = Field(default=None, description="up to 4 stop strings; the text ends before one")
@@ -252,7 +253,8 @@ def openai_router(app, service: Generations | None, read_access) -> APIRouter:
         return name, entry
 
     def params_of(req: Sampling, max_tokens: int) -> SamplingParams:
-        return SamplingParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, seed=req.seed,
+        temperature = 0.0 if req.temperature < GREEDY_BELOW else req.temperature
+        return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=req.top_p, seed=req.seed,
                               stop=stop_list(req.stop))
 
     async def start(req: Sampling, ids: list[int], max_tokens: int | None):
