@@ -383,3 +383,17 @@ def test_drain_finishes_streams_in_flight_and_refuses_new_requests(prompts, alon
         ids = list(alone.tokenizer("go")["input_ids"])
         assert text == alone("spam", ids, max_tokens=60, temperature=1.0, seed=5, ignore_eos=True).text
         assert service.wait_idle(5)
+
+
+def test_small_client_completes_and_lists_models(server, alone):
+    from softprompt.serve.client import Client, ServeError
+
+    app, url = server
+    with Client(url) as c:
+        assert c.models() == [BASE, *sorted(ADAPTERS)]
+        out = c.complete("pt", "the film was", max_tokens=5, temperature=0)
+        ids = list(alone.tokenizer("the film was")["input_ids"])
+        assert out["choices"][0]["text"] == alone("pt", ids, max_tokens=5, temperature=0.0).text
+        with pytest.raises(ServeError) as err:
+            c.complete("nope", "x")
+        assert err.value.status == 404 and "does not exist" in err.value.detail

@@ -4,7 +4,8 @@
     c = Client("http://127.0.0.1:8000", token=None)
     c.classify("sst2-pt", "a gripping film")  # {'adapter', 'label', 'score', 'scores', 'logits', 'truncated'}
     c.generate("qa-prompt", "Question: ...", max_new_tokens=16)  # decoder / T5 bases
-    c.adapters(); c.health()
+    c.complete("qa-prompt", "Question: ...", max_tokens=16, temperature=0)  # OpenAI shape (decoder bases)
+    c.adapters(); c.models(); c.health()
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ class Client:
     def generate(self, adapter: str, text: str, max_new_tokens: int = 32) -> dict[str, Any]:
         return self._call("POST", "/v1/generate", json={"adapter": adapter, "text": text, "max_new_tokens": max_new_tokens})
 
+    def complete(self, model: str, prompt: str, **fields) -> dict[str, Any]:
+        """POST /v1/completions (OpenAI shape; decoder bases); e.g. max_tokens=16, temperature=0."""
+        return self._call("POST", "/v1/completions", json={"model": model, "prompt": prompt, **fields})
+
+    def models(self) -> list[str]:
+        """Ids of GET /v1/models: the base, then every servable adapter."""
+        return [m["id"] for m in self._call("GET", "/v1/models")["data"]]
+
     def adapters(self) -> dict[str, Any]:
         return self._call("GET", "/v1/adapters")
 
@@ -68,7 +77,8 @@ class Client:
         if resp.status_code < 400:
             return
         try:
-            detail = resp.json().get("detail", resp.text)
+            body = resp.json()
+            detail = body.get("detail") or (body.get("error") or {}).get("message") or resp.text
         except ValueError:
             detail = resp.text
         raise ServeError(resp.status_code, detail, resp.headers.get("retry-after"))
