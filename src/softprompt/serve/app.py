@@ -178,7 +178,7 @@ def create_app(settings: ServeSettings, store: AdapterStore, metrics: Metrics | 
     batcher = Batcher(runner, backbone.tokenizer, metrics, settings.max_batch, settings.max_wait_ms,
                       settings.max_queue, settings.batching)
     engine = service = None
-    if backbone.kind == "decoder":  # continuous batching of generation (serve/engine.py)
+    if backbone.kind != "encoder":  # continuous batching of generation (serve/engine.py), decoders and T5
         from softprompt.serve.engine import GenerationEngine
 
         engine = GenerationEngine(backbone, max_batch=settings.max_batch,

@@ -131,6 +131,7 @@ class GenerationEngine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.steps = 0
+        self._running = 0
 
     # -- public ------------------------------------------------------------------------------------
     def start(self) -> "GenerationEngine":
@@ -151,7 +152,8 @@ class GenerationEngine:
 
     @property
     def running(self) -> int:
-        return sum(len(lane.requests) for lane in self._lanes.values())
+        """Requests in the decode batch (kept by the engine thread; safe to read from any thread)."""
+        return self._running
 
     @property
     def waiting(self) -> int:
@@ -188,11 +190,16 @@ class GenerationEngine:
                     self._wake.clear()
                     continue
                 for key in list(self._lanes):
-                    self._advance(key)
+                    try:
+                        self._advance(key)
+                    except Exception as err:  # a failing step fails only that lane's requests
+                        for req in self._lanes.pop(key).requests:
+                            self._finish(req, "error", error=f"{type(err).__name__}: {err}")
+                self._running = sum(len(lane.requests) for lane in self._lanes.values())
                 self.steps += 1
 
     def _admit(self) -> None:
-        room = self.max_batch - self.running
+        room = self.max_batch - sum(len(lane.requests) for lane in self._lanes.values())
         fresh: list[_Request] = []
         while room > 0 and not self._pending.empty():
             req = self._pending.get()
@@ -265,12 +272,14 @@ class GenerationEngine:
         out = lane.logits.argmax(-1)
         for r, req in enumerate(lane.requests):
             p = req.params
-            if p.temperature > 0:
+            if p.temperature >= 1e-4:  # below that, sampling is greedy (and dividing by it overflows)
                 probs = (lane.logits[r].float() / p.temperature).softmax(-1)
                 if p.top_p < 1:
                     sorted_p, order = probs.sort(descending=True)
                     sorted_p = sorted_p.masked_fill(sorted_p.cumsum(0) - sorted_p >= p.top_p, 0.0)
                     probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
+                if not bool(torch.isfinite(probs).all()):
+                    raise ValueError(f"non-finite next-token probabilities (temperature {p.temperature})")
                 out[r] = torch.multinomial(probs, 1, generator=req.generator)[0]
         return out
 
@@ -293,13 +302,14 @@ class GenerationEngine:
                     req.stream._put(Token(token, cut[len(req.text):]))
                 req.text = cut
                 return "stop"
+        done = len(req.tokens) >= req.params.max_tokens
         delta = text[len(req.text):] if text.startswith(req.text) else ""
-        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-            req.text = text
-        else:
+        if text.endswith("\ufffd") and not done:  # wait for the rest of a multi-byte character
             delta = ""
+        else:
+            req.text = text
         req.stream._put(Token(token, delta))
-        return "length" if len(req.tokens) >= req.params.max_tokens else None
+        return "length" if done else None
 
     def _finish(self, req: _Request, reason: str, error: str | None = None) -> None:
         req.stream._put(Finish(reason, len(req.prompt), len(req.tokens), req.text, req.ttft, req.itl, error))
