@@ -78,7 +78,9 @@ def worker(args) -> dict:
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
     steps = args.epochs * ((len(train) + args.batch_size - 1) // args.batch_size)
     sched = get_linear_schedule_with_warmup(opt, int(0.06 * steps), steps)
-    model.train()  # peft keeps its frozen model in train mode (dropout on), as its users run it
+    # dropout on: peft keeps its frozen model in train mode, softprompt its layers above the boundary;
+    # off: both train with every dropout off (the engines compared alone)
+    model.train(args.dropout == "on")
     seen, t0 = 0, time.perf_counter()
     for epoch in range(args.epochs):
         for idx in batch_order(train.lengths, args.batch_size, 0, epoch, True, True):
@@ -223,7 +225,8 @@ def write_results(args, flags: list[str], rows: list[dict]) -> str:
     meta = {"command": command, "commit": commit, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
             "torch": torch.__version__, "peft": peft.__version__}
     out_dir = Path(__file__).parent / "results"
-    (out_dir / f"train_vs_peft_{args.backbone}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    suffix = "" if args.dropout == "on" else "_dropout-off"
+    (out_dir / f"train_vs_peft_{args.backbone}{suffix}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = ["# softprompt vs peft (SST-2, same batches and steps)", "", f"`{command}`", "",
              f"commit {commit}; {meta['machine']}; torch {meta['torch']}; peft {meta['peft']}; "
              f"speeds: median of {args.repeats} alternated run(s)", "",
@@ -247,7 +250,8 @@ def write_results(args, flags: list[str], rows: list[dict]) -> str:
                      f"inference {sp['infer_samples_per_s'] / pf['infer_samples_per_s']:.2f}×, peak memory "
                      f"{sp['peak_rss_mb'] / pf['peak_rss_mb']:.2f}×, accuracy {sp['accuracy'] - pf['accuracy']:+.2f} points")
     text = "\n".join(lines) + "\n"
-    (out_dir / f"train_vs_peft_{args.backbone}.md").write_text(text)
+    suffix = "" if args.dropout == "on" else "_dropout-off"
+    (out_dir / f"train_vs_peft_{args.backbone}{suffix}.md").write_text(text)
     return text
 
 
@@ -264,6 +268,9 @@ def main() -> None:
     ap.add_argument("--mode", choices=("encoder", "decoder"), default="encoder",
                     help="decoder: prompt tuning on E2E with a causal LM (smollm2-135m), batch 16, one epoch")
     ap.add_argument("--timeout", type=int, default=1800, help="decoder mode: seconds per subprocess")
+    ap.add_argument("--dropout", choices=("on", "off"), default="on",
+                    help="encoder mode: train with dropout on (as each library does by default) or off in both")
+    ap.add_argument("--methods", default=",".join(METHODS), help="encoder mode: comma-separated methods to run")
     ap.add_argument("--worker", nargs=2, metavar=("LIBRARY", "METHOD"))
     args = ap.parse_args()
     if args.worker:
@@ -276,7 +283,7 @@ def main() -> None:
         return
     runs: dict[tuple[str, str], list[dict]] = {}
     for _ in range(args.repeats):
-        for method in METHODS:
+        for method in args.methods.split(","):
             for library in ("softprompt", "peft"):  # alternated
                 if any("error" in r for r in runs.get((library, method), [])):
                     continue  # failed once: it will fail again
