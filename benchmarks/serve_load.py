@@ -24,14 +24,16 @@ import platform
 import random
 import re
 import shlex
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import server_process  # noqa: E402
+from server_process import stop_server  # noqa: E402
 
 import httpx
 
@@ -90,45 +92,11 @@ def subset_dir(all_dir: Path, names: list[str], folder: Path) -> Path:
     return folder
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(args, prompts: Path, mode: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "softprompt.commands.serve", "--base", args.base, "--prompts", str(prompts),
-           "--port", str(port), "--batching", mode, "--max-batch", str(args.max_batch),
-           "--max-wait-ms", str(args.max_wait_ms), "--max-queue", str(args.max_queue), "--log-level", "warning"]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
-    if args.device:
-        cmd += ["--device", args.device]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}): {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise TimeoutError("server did not start")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    serve_args = ["--base", args.base, "--prompts", str(prompts), "--batching", mode, "--max-batch",
+                  str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms), "--max-queue", str(args.max_queue),
+                  "--log-level", "warning"]
+    return server_process.start_server(serve_args, args.threads, args.device, ready_s=300)
 
 
 async def load(url: str, names: list[str], texts: list[str], requests: int, concurrency: int, seed: int) -> dict:
