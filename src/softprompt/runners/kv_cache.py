@@ -1,7 +1,8 @@
 """A key/value cache kept across calls of the layer loop: a prefill, then decode steps.
 
 It is a duck-typed Hugging Face cache (`update`, `get_seq_length`): `update` appends a layer's
-new keys/values to what the layer holds and returns everything. Key/value prefixes are the
+new keys/values to what the layer holds and returns everything. Each layer keeps a buffer with
+room to grow (amortized), so a decode step writes one column instead of copying the whole cache. Key/value prefixes are the
 first entries of their layers, so they are computed once per request. Layers that see the same
 key columns share a `Segment`: which columns are real (padding, unused prompt slots and
 missing prefixes are not) and their positions; a decode step builds one mask per segment.
@@ -34,24 +35,41 @@ class Segment:
 
 class KVCache:
     def __init__(self):
-        self.keys: dict[int, torch.Tensor] = {}
+        self.keys: dict[int, torch.Tensor] = {}  # layer -> (B, H, capacity, D) buffer; the first `length` columns hold data
         self.values: dict[int, torch.Tensor] = {}
+        self.length: dict[int, int] = {}
         self.segment_of: dict[int, Segment] = {}  # layer -> its segment (shared objects)
         self.embed_next: torch.Tensor | None = None  # (B,) next position at the embeddings
 
     def seed(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Put a layer's key/value prefix in front (before the prefill's own keys)."""
-        self.keys[layer], self.values[layer] = keys, values
+        self.keys[layer], self.values[layer], self.length[layer] = keys, values, keys.shape[2]
+
+    def held(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's keys and values so far (views of its buffers)."""
+        n = self.length[layer]
+        return self.keys[layer][:, :, :n], self.values[layer][:, :, :n]
 
     def update(self, key, value, layer_idx, *args, **kwargs):
-        if layer_idx in self.keys:
-            key = torch.cat([self.keys[layer_idx].to(key.dtype), key], dim=2)
-            value = torch.cat([self.values[layer_idx].to(value.dtype), value], dim=2)
-        self.keys[layer_idx], self.values[layer_idx] = key, value
-        return key, value
+        if layer_idx not in self.keys:
+            self.seed(layer_idx, key, value)
+            return key, value
+        n, add = self.length[layer_idx], key.shape[2]
+        buf_k, buf_v = self.keys[layer_idx], self.values[layer_idx]
+        if n + add > buf_k.shape[2] or buf_k.dtype != key.dtype:
+            capacity = n + add + max(32, (n + add) // 2)
+            grown_k = key.new_empty(*key.shape[:2], capacity, key.shape[3])
+            grown_v = value.new_empty(*value.shape[:2], capacity, value.shape[3])
+            grown_k[:, :, :n] = buf_k[:, :, :n]
+            grown_v[:, :, :n] = buf_v[:, :, :n]
+            buf_k, buf_v = self.keys[layer_idx], self.values[layer_idx] = grown_k, grown_v
+        buf_k[:, :, n:n + add] = key
+        buf_v[:, :, n:n + add] = value
+        self.length[layer_idx] = n + add
+        return self.held(layer_idx)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.keys[layer_idx].shape[2] if layer_idx in self.keys else 0
+        return self.length.get(layer_idx, 0)
 
     def segments(self) -> list[Segment]:
         return list({id(s): s for s in self.segment_of.values()}.values())
@@ -72,9 +90,11 @@ class KVCache:
         first = caches[0]
         merged: dict[tuple, Segment] = {}
         for layer in first.keys:
-            width = max(c.keys[layer].shape[2] for c in caches)
-            out.keys[layer] = torch.cat([_pad_left(c.keys[layer], width, 2) for c in caches])
-            out.values[layer] = torch.cat([_pad_left(c.values[layer], width, 2) for c in caches])
+            width = max(c.length[layer] for c in caches)
+            held = [c.held(layer) for c in caches]
+            out.keys[layer] = torch.cat([_pad_left(k, width, 2) for k, _ in held])
+            out.values[layer] = torch.cat([_pad_left(v, width, 2) for _, v in held])
+            out.length[layer] = width
             key = tuple(id(c.segment_of[layer]) for c in caches)
             if key not in merged:
                 segs = [c.segment_of[layer] for c in caches]
@@ -95,9 +115,10 @@ class KVCache:
             if start == 0:
                 continue
             layers = [layer for layer, s in self.segment_of.items() if s is seg]
-            for layer in layers:
+            for layer in layers:  # views: the buffers keep their room to grow
                 self.keys[layer] = self.keys[layer][:, :, start:]
                 self.values[layer] = self.values[layer][:, :, start:]
+                self.length[layer] -= start
             seg.past = Past(seg.past.mask[:, start:], seg.past.positions[:, start:])
 
     def select(self, index: torch.Tensor) -> None:
