@@ -1,6 +1,7 @@
 """Zero-shot baseline: input-only truncation, label tokens as the template produces them, calibration."""
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from softprompt.tasks import Example, get_task
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-SST2 = get_task("sst2")
+SST2 = get_task("sst2")  # asks its natural question, answer read after "The sentiment of this text is"
+GENERIC = replace(SST2, question=None, answer_prefix="")  # a task without a question: generic instruction
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def example(text, label=1, pair=None):
 def test_plain_prompt_long_input_keeps_the_instruction_and_answer_cue(llama):
     tok = llama.tokenizer
     ex = example("a" * 300 + "END")
-    ids, cut = zs.fit_input(SST2, tok, ex, 120)
+    ids, cut = zs.fit_input(GENERIC, tok, ex, 120)
     assert cut and len(ids) == 120
     text = tok.decode(ids, skip_special_tokens=True)
     assert text.startswith("Task: SST-2 movie-review sentence sentiment.\nInput: aaa")
@@ -44,11 +46,11 @@ def test_plain_prompt_long_input_keeps_the_instruction_and_answer_cue(llama):
     assert "END" not in text
     # everything but the input text is intact: the full prompt with the cut input is the same string
     short = example(text.split("Input: ")[1].split("\nAnswer with")[0])
-    assert tok(zs.render(SST2, tok, short))["input_ids"] == ids
+    assert tok(zs.render(GENERIC, tok, short))["input_ids"] == ids
 
 
 def test_chat_prompt_keeps_the_assistant_turn(chat_tok):
-    ids, cut = zs.fit_input(SST2, chat_tok, example("b" * 500), 150)
+    ids, cut = zs.fit_input(GENERIC, chat_tok, example("b" * 500), 150)
     assert cut and len(ids) <= 150
     assert chat_tok.decode(ids).endswith('"positive".<|im_end|>\n<|im_start|>assistant\n')
 
@@ -70,12 +72,33 @@ def test_encode_prompts_counts_the_cut_inputs(llama):
 
 
 def test_label_tokens_follow_the_chat_template_without_a_leading_space(chat_tok, llama):
-    ids = zs.label_token_ids(SST2, chat_tok)
+    ids = zs.label_token_ids(GENERIC, chat_tok)
     assert ids == [chat_tok("negative", add_special_tokens=False)["input_ids"],
                    chat_tok("positive", add_special_tokens=False)["input_ids"]]
     assert ids[0] != chat_tok(" negative", add_special_tokens=False)["input_ids"]
     # a plain "...Answer:" prompt is answered after a space
-    assert zs.label_token_ids(SST2, llama.tokenizer)[0] == llama.tokenizer(" negative", add_special_tokens=False)["input_ids"]
+    assert zs.label_token_ids(GENERIC, llama.tokenizer)[0] == llama.tokenizer(" negative", add_special_tokens=False)["input_ids"]
+
+
+def test_question_and_answer_prefix_frame_the_input_and_the_label_words_follow_the_prefix(chat_tok, llama):
+    assert zs.render(SST2, llama.tokenizer, example("a fine film")) == (
+        "Is the sentiment of this text positive or negative?\n\na fine film\nThe sentiment of this text is")
+    chat = zs.render(SST2, chat_tok, example("a fine film"))
+    assert chat.endswith("a fine film<|im_end|>\n<|im_start|>assistant\nThe sentiment of this text is")
+    ids, cut = zs.fit_input(SST2, chat_tok, example("b" * 500), 150)  # the prefix survives a cut input
+    assert cut and chat_tok.decode(ids).endswith("<|im_start|>assistant\nThe sentiment of this text is")
+    assert zs.label_token_ids(SST2, chat_tok)[1] == chat_tok(" positive", add_special_tokens=False)["input_ids"]
+
+
+def test_batch_calibration_centres_each_label_and_flips_biased_predictions():
+    raw = np.array([[-1.0, -0.5], [-0.9, -0.6], [-1.2, -0.3], [-1.5, -0.2]])  # always "positive"
+    cal = zs.batch_calibrate(raw)
+    np.testing.assert_allclose(cal, raw - raw.mean(0))
+    np.testing.assert_allclose(cal.mean(0), 0.0, atol=1e-12)
+    assert raw.argmax(-1).tolist() == [1, 1, 1, 1] and cal.argmax(-1).tolist() == [0, 0, 1, 1]
+    assert zs.calibration_mode(True) == "content-free" and zs.calibration_mode(False) == "none"
+    with pytest.raises(ValueError, match="calibration must be one of batch, content-free, none"):
+        zs.calibration_mode("platt")
 
 
 def test_zero_shot_scores_are_the_log_probs_of_the_rendered_answer(llama, chat_tok):
@@ -89,7 +112,7 @@ def test_zero_shot_scores_are_the_log_probs_of_the_rendered_answer(llama, chat_t
             prompt = zs.render(SST2, chat_tok, ex)
             x = chat_tok(prompt, add_special_tokens=False)["input_ids"]
             for j, word in enumerate(SST2.verbalizer):  # multi-token words (byte-level): every token counts
-                full = chat_tok(prompt + word, add_special_tokens=False)["input_ids"]
+                full = chat_tok(prompt + zs.answer_separator(SST2, chat_tok) + word, add_special_tokens=False)["input_ids"]
                 logp = llama.model(input_ids=torch.tensor([full])).logits.log_softmax(-1)[0]
                 expected = sum(logp[k - 1, full[k]] for k in range(len(x), len(full)))
                 assert got[i, j] == pytest.approx(float(expected), abs=1e-4), (i, j)

@@ -40,6 +40,9 @@ class Task:
         view whose answers are parsed back to labels with the verbalizer words).
     input_template: for generation, the model input as a str.format template over the
         Example fields {text} and {text_pair} (see tasks.text2text.render_input).
+    question / answer_prefix: the zero-shot baseline's natural question (before the input)
+        and the start of the assistant's answer, after which the label words are read; None:
+        a generic instruction built from `description` and the verbalizer.
     """
 
     name: str
@@ -59,6 +62,8 @@ class Task:
     agreement: str | None = None
     kind: str = "classification"
     input_template: str = "{text}"
+    question: str | None = None
+    answer_prefix: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -106,10 +111,15 @@ def _superglue(name, description, fields, labels, verbalizer, metric="accuracy",
 _NO_YES = ("no", "yes")
 _SENTIMENT2 = ("negative", "positive")
 _SENTIMENT3 = ("negative", "neutral", "positive")
+# zero-shot: one natural question for every sentiment domain, the label word read after the prefix
+_ASK2 = {"question": "Is the sentiment of this text positive or negative?",
+         "answer_prefix": "The sentiment of this text is"}
+_ASK3 = {"question": "Is the sentiment of this text positive, negative or neutral?",
+         "answer_prefix": "The sentiment of this text is"}
 
 _ALL: tuple[Task, ...] = (
     # GLUE ("validation" = the dev set; test labels are hidden)
-    _glue("sst2", "SST-2 movie-review sentence sentiment", ("sentence",), _SENTIMENT2, _SENTIMENT2),
+    _glue("sst2", "SST-2 movie-review sentence sentiment", ("sentence",), _SENTIMENT2, _SENTIMENT2, **_ASK2),
     _glue("cola", "CoLA grammatical acceptability", ("sentence",), ("unacceptable", "acceptable"), _NO_YES, "mcc"),
     # MRPC/QQP headline = (accuracy + macro-F1)/2 as the ID-SPAM paper reports; GLUE's own
     # (accuracy + positive-class F1)/2 is in the metrics too as "acc_f1".
@@ -141,18 +151,19 @@ _ALL: tuple[Task, ...] = (
     _superglue("wsc", "WSC: does the pronoun refer to the candidate", ("text", "span_question"), ("false", "true"), _NO_YES),
     # Sentiment domains (cross-domain evaluation of an SST-2 prompt)
     Task("imdb", "imdb", "IMDB movie reviews (aclImdb v1)", ("text",), _SENTIMENT2, _SENTIMENT2, "accuracy",
-         splits=("train", "test"), offline_splits=("train", "test")),
+         splits=("train", "test"), offline_splits=("train", "test"), **_ASK2),
     # FPB split "all": every row of the agreement file (cross-domain evaluation, nothing trains on FPB)
     Task("fpb", "fpb", "Financial PhraseBank sentences, seeded stratified 80/10/10 split", ("sentence",),
-         _SENTIMENT3, _SENTIMENT3, "accuracy", splits=SPLITS + ("all",), offline_splits=SPLITS + ("all",), agreement="all"),
+         _SENTIMENT3, _SENTIMENT3, "accuracy", splits=SPLITS + ("all",), offline_splits=SPLITS + ("all",), agreement="all",
+         **_ASK3),
     Task("fpb-binary", "fpb", "Financial PhraseBank without neutral (SST-2 label space)", ("sentence",),
          _SENTIMENT2, _SENTIMENT2, "accuracy", splits=SPLITS + ("all",), offline_splits=SPLITS + ("all",),
-         parent="fpb", label_map=(0, None, 1), agreement="all"),
+         parent="fpb", label_map=(0, None, 1), agreement="all", **_ASK2),
     Task("tweeteval", "tweeteval", "TweetEval sentiment (tweets)", ("text",), _SENTIMENT3, _SENTIMENT3, "accuracy",
-         offline_splits=("validation", "test")),
+         offline_splits=("validation", "test"), **_ASK3),
     Task("tweeteval-binary", "tweeteval", "TweetEval sentiment without neutral (SST-2 label space)", ("text",),
          _SENTIMENT2, _SENTIMENT2, "accuracy", offline_splits=("validation", "test"),
-         parent="tweeteval", label_map=(0, None, 1)),
+         parent="tweeteval", label_map=(0, None, 1), **_ASK2),
 )
 
 

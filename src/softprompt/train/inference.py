@@ -79,11 +79,13 @@ def predict_texts(model, meta: dict, texts: list[str], pair: str | None = None, 
 
 
 def evaluate_zero_shot(backbone_name: str, task_name: str, split: str | None = None, data_dir=None, limit=None,
-                       max_length: int = 256, batch_size: int = 16, backbone=None, calibrate: bool = True) -> dict:
-    """Zero-shot prompting of an instruction model: instruction + verbalizer, no training.
+                       max_length: int = 256, batch_size: int = 16, backbone=None,
+                       calibrate: bool | str = "batch") -> dict:
+    """Zero-shot prompting of an instruction model: the task's question + verbalizer, no training.
 
-    `calibrate` applies contextual calibration (Zhao et al. 2021): the label-word log-probs of a
-    content-free input ("N/A") are subtracted, removing the model's prior for one label word.
+    `calibrate` removes the model's prior for one label word: "batch" (Batch Calibration, Zhou
+    et al. 2023: minus each label's mean score over the evaluated inputs, no labels used),
+    "content-free" or True (Zhao et al. 2021: minus the scores of "N/A"), "none" or False.
     """
     from softprompt.backbones import load_backbone
     from softprompt.train.zero_shot import encode_prompts, zero_shot_logits, zero_shot_model

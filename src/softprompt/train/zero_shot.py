@@ -1,14 +1,16 @@
 """Zero-shot prompting baseline: an instruction to an instruction-tuned model, the label read off
 the verbalizer words' log-probabilities at the answer position. Nothing is trained.
 
-* Prompt: the instruction in the tokenizer's chat template (user turn + the assistant header),
-  or "...\\nAnswer:" without one. Long inputs are shortened in the *input text* only (the
+* Prompt: the task's natural question and the input in the tokenizer's chat template, the
+  assistant turn opened with the task's answer prefix ("The sentiment of this text is"); tasks
+  without a question get a generic instruction. Without a chat template: "...\\nAnswer:". Long inputs are shortened in the *input text* only (the
   longer segment first for pairs); the instruction and the assistant turn are always kept.
 * Label tokens: the tokens the rendered answer "prompt + word" actually has after the prompt
   (chat templates: "negative" right after "assistant\\n", no leading space; plain prompts:
   " negative" after "Answer:"); multi-token words score all their tokens.
-* Contextual calibration (Zhao et al. 2021): the label scores of a content-free input ("N/A")
-  are subtracted, which removes the model's prior for one label word.
+* Calibration removes the model's prior for one label word: "batch" (Zhou et al. 2023, Batch
+  Calibration) subtracts the mean label scores over the evaluated inputs (no labels used);
+  "content-free" (Zhao et al. 2021) subtracts the scores of a content-free input ("N/A").
 """
 
 from __future__ import annotations
@@ -26,9 +28,14 @@ from softprompt.train.batches import Encoded
 CONTENT_FREE = "N/A"
 
 
+CALIBRATIONS = ("batch", "content-free", "none")
+
+
 def instruction(task: Task, example: Example) -> str:
-    options = " or ".join(f'"{w}"' for w in task.verbalizer)
     body = example.text if example.text_pair is None else f"{example.text}\n{example.text_pair}"
+    if task.question:
+        return f"{task.question}\n\n{body}"
+    options = " or ".join(f'"{w}"' for w in task.verbalizer)
     return f"Task: {task.description}.\nInput: {body}\nAnswer with one word, {options}."
 
 
@@ -41,8 +48,8 @@ def render(task: Task, tokenizer, example: Example) -> str:
     text = instruction(task, example)
     if uses_chat_template(tokenizer):
         msgs = [{"role": "user", "content": text}]
-        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    return text + "\nAnswer:"
+        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) + task.answer_prefix
+    return text + "\n" + (task.answer_prefix or "Answer:")
 
 
 def template_for(task: Task, tokenizer):
@@ -55,8 +62,9 @@ def _ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=not uses_chat_template(tokenizer))["input_ids"]
 
 
-def answer_separator(tokenizer) -> str:
-    return "" if uses_chat_template(tokenizer) else " "
+def answer_separator(task: Task, tokenizer) -> str:
+    """Right after the assistant header no space; after an answer prefix or "Answer:" one."""
+    return "" if uses_chat_template(tokenizer) and not task.answer_prefix else " "
 
 
 def label_token_ids(task: Task, tokenizer) -> list[list[int]]:
@@ -65,7 +73,7 @@ def label_token_ids(task: Task, tokenizer) -> list[list[int]]:
     base = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     out = []
     for word in task.verbalizer:
-        full = tokenizer(prompt + answer_separator(tokenizer) + word, add_special_tokens=False)["input_ids"]
+        full = tokenizer(prompt + answer_separator(task, tokenizer) + word, add_special_tokens=False)["input_ids"]
         if full[: len(base)] != base or len(full) == len(base):
             raise ValueError(f"label word {word!r} merges with the end of the prompt; cannot score it at the answer position")
         out.append(full[len(base):])
@@ -130,6 +138,19 @@ def calibrate(logits: np.ndarray, content_free_logits: np.ndarray) -> np.ndarray
     return logits - content_free_logits.reshape(1, -1)
 
 
+def batch_calibrate(logits: np.ndarray) -> np.ndarray:
+    """Batch Calibration: each label's score minus its mean over the evaluated inputs."""
+    return logits - logits.mean(0, keepdims=True)
+
+
+def calibration_mode(calibrated: bool | str) -> str:
+    """True -> "content-free" (the older boolean API), False -> "none"; else one of CALIBRATIONS."""
+    mode = {True: "content-free", False: "none"}.get(calibrated, calibrated) if isinstance(calibrated, bool) else calibrated
+    if mode not in CALIBRATIONS:
+        raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {calibrated!r}")
+    return mode
+
+
 def zero_shot_model(backbone, task: Task) -> SoftPromptModel:
     model = SoftPromptModel(backbone, method_config("zero-shot"), task.num_labels, False, list(task.verbalizer))
     if backbone.kind == "decoder":
@@ -138,13 +159,17 @@ def zero_shot_model(backbone, task: Task) -> SoftPromptModel:
     return model.eval()
 
 
-def zero_shot_logits(model, task: Task, enc: Encoded, max_length: int, batch_size: int, calibrated: bool) -> np.ndarray:
-    """Label-word scores per example; minus the content-free input's scores when `calibrated`."""
+def zero_shot_logits(model, task: Task, enc: Encoded, max_length: int, batch_size: int,
+                     calibrated: bool | str) -> np.ndarray:
+    """Label-word scores per example, calibrated as `calibration_mode(calibrated)` says."""
     from softprompt.train.evaluate import predict_logits
 
+    mode = calibration_mode(calibrated)
     tokenizer = model.backbone.tokenizer
     logits = predict_logits(model, enc, batch_size, tokenizer)
-    if not calibrated:
+    if mode == "batch":
+        return batch_calibrate(logits)
+    if mode == "none":
         return logits
     blank = encode_prompts(task, tokenizer, [content_free(task)], max_length)
     return calibrate(logits, predict_logits(model, blank, 1, tokenizer)[0])
