@@ -15,6 +15,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--max-length", type=int, default=256,
                         help="prompt tokens; longer inputs are shortened, the instruction and the answer turn never")
+    parser.add_argument("--calibration", default="batch", choices=["batch", "content-free", "none"],
+                        help="batch: minus each label's mean score over the inputs (Zhou et al. 2023, no labels); "
+                             "content-free: minus the scores of 'N/A' (Zhao et al. 2021)")
     parser.add_argument("--json", action="store_true")
 
 
@@ -23,12 +26,13 @@ def run(args) -> int:
     from softprompt.train.inference import evaluate_zero_shot
 
     backbone = load_backbone(args.backbone)
-    results = [evaluate_zero_shot(args.backbone, t, args.split, args.data_dir, args.limit, args.max_length, backbone=backbone)
-               for t in args.task]
+    results = [evaluate_zero_shot(args.backbone, t, args.split, args.data_dir, args.limit, args.max_length, backbone=backbone,
+                                  calibrate=args.calibration) for t in args.task]
     for res in results:
         if not args.json:
             cut = f", {res['truncated']} inputs shortened to fit {res['max_length']} tokens" if res["truncated"] else ""
-            print(f"{res['task']} {res['split']} ({res['examples']} examples{cut}, {args.backbone} zero-shot): "
+            print(f"{res['task']} {res['split']} ({res['examples']} examples{cut}, {args.backbone} zero-shot, "
+                  f"{args.calibration} calibration): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in res["scores"].items()))
     if args.json:
         print(json.dumps(results, indent=2))
