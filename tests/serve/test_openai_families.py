@@ -1,5 +1,5 @@
 """Every method, mixed in one continuous batch over HTTP (openai client), equals each request run alone:
-tiny-llama and tiny-t5 (tiny-gpt2 is covered in test_openai.py)."""
+tiny-gpt2, tiny-llama and tiny-t5."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(300)
 SOFT = [m for m in METHODS if m != "head-only"]
 
 
-@pytest.mark.parametrize("base", ["tiny-llama", "tiny-t5"])
+@pytest.mark.parametrize("base", ["tiny-gpt2", "tiny-llama", "tiny-t5"])
 def test_mixed_continuous_batch_over_http_equals_each_request_alone(tmp_path, base):
     backbone = load_backbone(base)
     for i, method in enumerate(SOFT):
