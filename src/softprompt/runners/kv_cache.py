@@ -2,8 +2,8 @@
 
 It is a duck-typed Hugging Face cache (`update`, `get_seq_length`): `update` appends a layer's
 new keys/values to what the layer holds and returns everything. Each layer keeps a buffer with
-room to grow (amortized), so a decode step writes one column instead of copying the whole cache. Key/value prefixes are the
-first entries of their layers, so they are computed once per request. Layers that see the same
+room to grow (amortized), so a decode step writes one column instead of copying the whole cache.
+Key/value prefixes are the first entries of their layers, so they are computed once per request. Layers that see the same
 key columns share a `Segment`: which columns are real (padding, unused prompt slots and
 missing prefixes are not) and their positions; a decode step builds one mask per segment.
 """

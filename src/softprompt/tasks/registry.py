@@ -112,10 +112,9 @@ _NO_YES = ("no", "yes")
 _SENTIMENT2 = ("negative", "positive")
 _SENTIMENT3 = ("negative", "neutral", "positive")
 # zero-shot: one natural question for every sentiment domain, the label word read after the prefix
-_ASK2 = {"question": "Is the sentiment of this text positive or negative?",
-         "answer_prefix": "The sentiment of this text is"}
-_ASK3 = {"question": "Is the sentiment of this text positive, negative or neutral?",
-         "answer_prefix": "The sentiment of this text is"}
+_SENTIMENT_ANSWER = "The sentiment of this text is"
+_ASK2 = {"question": "Is the sentiment of this text positive or negative?", "answer_prefix": _SENTIMENT_ANSWER}
+_ASK3 = {"question": "Is the sentiment of this text positive, negative or neutral?", "answer_prefix": _SENTIMENT_ANSWER}
 
 _ALL: tuple[Task, ...] = (
     # GLUE ("validation" = the dev set; test labels are hidden)

@@ -3,11 +3,12 @@ the verbalizer words' log-probabilities at the answer position. Nothing is train
 
 * Prompt: the task's natural question and the input in the tokenizer's chat template, the
   assistant turn opened with the task's answer prefix ("The sentiment of this text is"); tasks
-  without a question get a generic instruction. Without a chat template: "...\\nAnswer:". Long inputs are shortened in the *input text* only (the
-  longer segment first for pairs); the instruction and the assistant turn are always kept.
+  without a question get a generic instruction. Without a chat template: "...\\n<prefix or Answer:>".
+  Long inputs are shortened in the *input text* only (the longer segment first for pairs); the
+  instruction and the assistant turn are always kept.
 * Label tokens: the tokens the rendered answer "prompt + word" actually has after the prompt
-  (chat templates: "negative" right after "assistant\\n", no leading space; plain prompts:
-  " negative" after "Answer:"); multi-token words score all their tokens.
+  (" negative" after an answer prefix or "Answer:"; "negative" right after a bare "assistant\\n");
+  multi-token words score all their tokens.
 * Calibration removes the model's prior for one label word: "batch" (Zhou et al. 2023, Batch
   Calibration) subtracts the mean label scores over the evaluated inputs (no labels used);
   "content-free" (Zhao et al. 2021) subtracts the scores of a content-free input ("N/A").
@@ -26,8 +27,6 @@ from softprompt.tasks import Example, Task
 from softprompt.train.batches import Encoded
 
 CONTENT_FREE = "N/A"
-
-
 CALIBRATIONS = ("batch", "content-free", "none")
 
 
@@ -145,7 +144,7 @@ def batch_calibrate(logits: np.ndarray) -> np.ndarray:
 
 def calibration_mode(calibrated: bool | str) -> str:
     """True -> "content-free" (the older boolean API), False -> "none"; else one of CALIBRATIONS."""
-    mode = {True: "content-free", False: "none"}.get(calibrated, calibrated) if isinstance(calibrated, bool) else calibrated
+    mode = {True: "content-free", False: "none"}[calibrated] if isinstance(calibrated, bool) else calibrated
     if mode not in CALIBRATIONS:
         raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {calibrated!r}")
     return mode
