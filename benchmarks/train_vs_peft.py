@@ -107,8 +107,6 @@ def worker(args) -> dict:
 
 
 def decoder_worker(args) -> dict:
-    import copy
-
     import torch
     from peft import PromptTuningConfig, TaskType, get_peft_model
     from transformers import get_linear_schedule_with_warmup
@@ -128,14 +126,16 @@ def decoder_worker(args) -> dict:
     if args.library == "softprompt":
         model = SoftPromptModel(bb, method_config({"name": "prompt-tuning", "producer": {"num_tokens": 10}}), 0,
                                 generative=True)
+        model.gradient_checkpointing = args.checkpointing
         params = list(model.adapter_params().values())
 
         def loss_of(b):
             return model(b["input_ids"], b["attention_mask"], labels=b["labels"], source_mask=b["source_mask"]).loss
         side = "left"
     else:
-        model = get_peft_model(copy.deepcopy(bb.model), PromptTuningConfig(task_type=TaskType.CAUSAL_LM,
-                                                                           num_virtual_tokens=10))
+        if args.checkpointing:  # HF's own checkpointing; inputs need grads so the prompt's gradient flows
+            bb.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = get_peft_model(bb.model, PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10))
         params = [p for p in model.parameters() if p.requires_grad]
 
         def loss_of(b):
@@ -156,10 +156,14 @@ def decoder_worker(args) -> dict:
         opt.zero_grad()
         seen += len(idx)
         losses.append(float(loss))
-    return {"library": args.library, "method": "prompt-tuning (decoder, E2E)", "train_samples_per_s":
+    return {"library": args.library, "checkpointing": args.checkpointing,
+            "method": "prompt-tuning (decoder, E2E)", "train_samples_per_s":
             seen / (time.perf_counter() - t0), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "first_loss": losses[0], "last_loss": losses[-1], "steps": len(batches),
             "trainable_params": sum(p.numel() for p in params)}
+
+
+DECODER_VARIANTS = ("plain", "checkpointing")  # worker METHOD in decoder mode: gradient checkpointing off / on
 
 
 def run_decoder(args, flags: list[str]) -> None:
@@ -167,15 +171,18 @@ def run_decoder(args, flags: list[str]) -> None:
     import torch
 
     rows = []
-    for library in ("softprompt", "peft"):
-        try:
-            proc = subprocess.run([sys.executable, __file__, *flags, "--worker", library, "prompt-tuning"],
-                                  capture_output=True, text=True, timeout=args.timeout)
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else
-                        {"library": library, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]})
-        except subprocess.TimeoutExpired:
-            rows.append({"library": library, "error": f"timed out after {args.timeout}s"})
-        print(rows[-1], flush=True)
+    for variant in DECODER_VARIANTS:
+        for library in ("softprompt", "peft"):  # alternated
+            try:
+                proc = subprocess.run([sys.executable, __file__, *flags, "--worker", library, variant],
+                                      capture_output=True, text=True, timeout=args.timeout)
+                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else
+                            {"library": library, "checkpointing": variant == "checkpointing",
+                             "error": (proc.stderr.strip().splitlines() or ["?"])[-1]})
+            except subprocess.TimeoutExpired:
+                rows.append({"library": library, "checkpointing": variant == "checkpointing",
+                             "error": f"timed out after {args.timeout}s"})
+            print(rows[-1], flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     command = "python benchmarks/train_vs_peft.py " + " ".join(flags)
     meta = {"command": command, "commit": commit, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
@@ -184,15 +191,28 @@ def run_decoder(args, flags: list[str]) -> None:
     (out / f"train_vs_peft_decoder_{args.backbone}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"# softprompt vs peft, decoder prompt tuning on E2E ({args.backbone}, batch {args.batch_size})", "",
              f"`{command}`", "", f"commit {commit}; {meta['machine']}; torch {meta['torch']}; peft {meta['peft']}", "",
-             "| library | train samples/s | peak RSS MB | first loss | last loss | trainable |", "|---|---:|---:|---:|---:|---:|"]
+             "Each row is its own subprocess (peak RSS is its own: weights, activations, optimizer). Gradient",
+             "checkpointing: softprompt's layer loop (`gradient_checkpointing=True`); peft through HF's",
+             "`gradient_checkpointing_enable()` on the base model.", "",
+             "| library | gradient checkpointing | train samples/s | peak RSS MB | first loss | last loss | trainable |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['library']} | fails: {r['error']} | | | | |" if "error" in r else
-                     f"| {r['library']} | {r['train_samples_per_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['first_loss']:.3f} | "
-                     f"{r['last_loss']:.3f} | {r['trainable_params']:,} |")
-    if not any("error" in r for r in rows):
-        sp, pf = rows
-        lines += ["", f"softprompt: training speed {sp['train_samples_per_s'] / pf['train_samples_per_s']:.2f}x peft "
-                      f"(goal >= 1.0x), peak memory {sp['peak_rss_mb'] / pf['peak_rss_mb']:.2f}x peft (goal <= 0.5x)"]
+        gc = "on" if r["checkpointing"] else "off"
+        lines.append(f"| {r['library']} | {gc} | fails: {r['error']} | | | | |" if "error" in r else
+                     f"| {r['library']} | {gc} | {r['train_samples_per_s']:.2f} | {r['peak_rss_mb']:.0f} | "
+                     f"{r['first_loss']:.3f} | {r['last_loss']:.3f} | {r['trainable_params']:,} |")
+    ok = {(r["library"], r["checkpointing"]): r for r in rows if "error" not in r}
+    base = ok.get(("peft", False))
+    for gc in (False, True):
+        sp = ok.get(("softprompt", gc))
+        if sp and base:
+            lines += ["", f"softprompt (checkpointing {'on' if gc else 'off'}) vs peft (its default, checkpointing off): "
+                          f"training speed {sp['train_samples_per_s'] / base['train_samples_per_s']:.2f}x (goal >= 1.0x), "
+                          f"peak memory {sp['peak_rss_mb'] / base['peak_rss_mb']:.2f}x (goal <= 0.5x)"]
+    sp, pf = ok.get(("softprompt", True)), ok.get(("peft", True))
+    if sp and pf:
+        lines += ["", f"both with checkpointing: speed {sp['train_samples_per_s'] / pf['train_samples_per_s']:.2f}x, "
+                      f"peak memory {sp['peak_rss_mb'] / pf['peak_rss_mb']:.2f}x"]
     (out / f"train_vs_peft_decoder_{args.backbone}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -275,6 +295,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         args.library, args.method = args.worker
+        args.checkpointing = args.method == "checkpointing"
         print(json.dumps(decoder_worker(args) if args.mode == "decoder" else worker(args)))
         return
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "worker" and v is not None]

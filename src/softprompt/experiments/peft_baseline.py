@@ -157,7 +157,7 @@ def train_peft(cfg, values: dict, backbone, log: Callable[..., Any] = print, whe
     from softprompt.tasks.generation_outputs import write_outputs
     from softprompt.train.batches import batch_order, collate
     from softprompt.train.text_batches import encode_generation
-    from softprompt.train.trainer import Trainer
+    from softprompt.train.trainer import Trainer, early_stop
 
     task = get_task(cfg.task)
     if not task.is_generation:
@@ -191,7 +191,7 @@ def train_peft(cfg, values: dict, backbone, log: Callable[..., Any] = print, whe
         with open(metrics, "a") as fh:
             fh.write(json.dumps(row) + "\n")
 
-    best, best_step, best_state, best_scores, time_to_best = None, None, None, None, None
+    best, best_step, best_state, best_scores, time_to_best, improved = None, None, None, None, None, False
     step, train_seconds, throughput, bad = 0, 0.0, [], 0
     model.train()
     for epoch in range(cfg.epochs):
@@ -223,11 +223,12 @@ def train_peft(cfg, values: dict, backbone, log: Callable[..., Any] = print, whe
         record({"step": step, "epoch": epoch + 1, "eval": scores, "train_seconds": train_seconds})
         log(f"step {step} (epoch {epoch + 1}): selection {task.metric} = {scores['main']:.2f}")
         if best is None or scores["main"] > best:
+            improved = best is not None
             best, best_step, best_scores, time_to_best, bad = scores["main"], step, scores, train_seconds, 0
             best_state = _trainable_state(model)
         else:
             bad += 1
-            if cfg.patience is not None and bad >= cfg.patience:
+            if early_stop(cfg.patience, bad, improved):
                 break
     model.prompt_encoder.load_state_dict(best_state)
     model.save_pretrained(str(run_dir / ADAPTER))

@@ -56,7 +56,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "few_shot": {"train": {"epochs": 5}},
     },
     # hours on a 2-core CPU with `--workers 2` (one thread each): up to 4,000 training examples, 3 seeds,
-    # up to 6 epochs with early stopping once the selection score has not improved for 2 evaluations.
+    # up to 6 epochs with early stopping once the selection score has not improved for 2 evaluations
+    # (counted only after its first gain: a run still at its first score keeps its epochs).
     # Specs size it further per task (experiments/*.yaml name their estimated wall time).
     "medium": {
         "seeds": [0, 1, 2],

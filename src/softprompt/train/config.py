@@ -42,7 +42,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     max_length: int = 128
     eval_every: int = 0  # steps; 0 = once per epoch
-    patience: int | None = None  # evaluations without improvement before stopping
+    patience: int | None = None  # evaluations without gain before stopping (counted after the first gain)
     cache: Literal["auto", "none", "memory"] = "auto"
     cache_max_gb: float = 4.0
     backbone_dropout: bool = True  # dropout on in the frozen layers gradients flow through (as peft and the papers)

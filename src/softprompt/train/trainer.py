@@ -39,6 +39,12 @@ from softprompt.train.state_cache import StateCache
 from softprompt.train.text_batches import encode_generation
 
 
+
+def early_stop(patience: int | None, bad_evals: int, improved: bool) -> bool:
+    """Stop after `patience` evaluations without gain, but only once the score has risen above the first
+    evaluation's: a run still at its starting score (e.g. predicting the majority class) keeps its epochs."""
+    return patience is not None and improved and bad_evals >= patience
+
 class TrainingDiverged(SoftPromptError):
     """The loss became NaN or infinite."""
 
@@ -345,6 +351,7 @@ class Trainer:
         for cb in self.eval_callbacks:
             cb(self, step, scores)
         if progress["best"] is None or scores["main"] > progress["best"]:
+            progress["improved"] = progress["best"] is not None or progress.get("improved", False)
             progress.update(best=scores["main"], best_step=step, bad_evals=0,
                             time_to_best=progress["train_seconds"], best_scores=scores)
             if self.accelerator.is_main_process:
@@ -352,7 +359,7 @@ class Trainer:
                              label_names=list(self.task.label_names), train_step=step)
             return False
         progress["bad_evals"] += 1
-        return self.cfg.patience is not None and progress["bad_evals"] >= self.cfg.patience
+        return early_stop(self.cfg.patience, progress["bad_evals"], progress.get("improved", False))
 
     def _test(self) -> dict:
         """The selected (best) adapter scored once on the reported split, eval_split."""
