@@ -105,6 +105,8 @@ class _Request:
     last_token_at: float | None = None
     itl: list[float] = field(default_factory=list)
     ttft: float | None = None
+    prefix_offset: int = 0  # incremental detokenization: tokens[prefix_offset:read_offset] decode to text's tail
+    read_offset: int = 0
 
 
 class GenerationEngine:
@@ -294,22 +296,30 @@ class GenerationEngine:
         if token == eos and not req.ignore_eos:
             return "stop"
         req.tokens.append(token)
-        text = self.tokenizer.decode(req.tokens, skip_special_tokens=True)
+        done = len(req.tokens) >= req.params.max_tokens
+        delta = self._new_text(req, flush=done)
         for stop in req.params.stop:
-            if stop and stop in text:
-                cut = text[: text.index(stop)]
+            at = (req.text + delta).find(stop, max(0, len(req.text) - len(stop) + 1)) if stop else -1
+            if at >= 0:
+                cut = (req.text + delta)[:at]
                 if len(cut) > len(req.text):
                     req.stream._put(Token(token, cut[len(req.text):]))
                 req.text = cut
                 return "stop"
-        done = len(req.tokens) >= req.params.max_tokens
-        delta = text[len(req.text):] if text.startswith(req.text) else ""
-        if text.endswith("\ufffd") and not done:  # wait for the rest of a multi-byte character
-            delta = ""
-        else:
-            req.text = text
+        req.text += delta
         req.stream._put(Token(token, delta))
         return "length" if done else None
+
+    def _new_text(self, req: _Request, flush: bool) -> str:
+        """The text the newest token adds, decoding only a short window (not the whole answer) per step;
+        "" while a multi-byte character is incomplete, unless `flush`."""
+        decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+        before = decode(req.tokens[req.prefix_offset:req.read_offset])
+        now = decode(req.tokens[req.prefix_offset:])
+        if len(now) > len(before) and (flush or not now.endswith("\ufffd")):
+            req.prefix_offset, req.read_offset = req.read_offset, len(req.tokens)
+            return now[len(before):]
+        return ""
 
     def _finish(self, req: _Request, reason: str, error: str | None = None) -> None:
         req.stream._put(Finish(reason, len(req.prompt), len(req.tokens), req.text, req.ttft, req.itl, error))
