@@ -81,13 +81,9 @@ def zero_shot_instruction(task, example: Example, template: str | None = None) -
             raise ConfigError(f"zero_shot.instruction: {template!r} uses {err}; expected {{input}}, {{text}} "
                               f"or {{text_pair}}") from None
     if task.is_text_to_text:
-        from dataclasses import replace
+        from softprompt.train.zero_shot import one_word_instruction
 
-        from softprompt.train.zero_shot import instruction
-
-        # the generic instruction asks for one word, which the parser reads back from the generated text
-        base = get_task(task.name.removesuffix(TEXT_TO_TEXT_SUFFIX))
-        return instruction(replace(base, question=None, answer_prefix=""), example)
+        return one_word_instruction(get_task(task.name.removesuffix(TEXT_TO_TEXT_SUFFIX)), example)
     return DATA_TO_TEXT_INSTRUCTION.format(input=example.text.strip())
 
 

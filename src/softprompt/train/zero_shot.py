@@ -31,11 +31,20 @@ CALIBRATIONS = ("batch", "content-free", "none")
 
 
 def instruction(task: Task, example: Example) -> str:
-    body = example.text if example.text_pair is None else f"{example.text}\n{example.text_pair}"
+    """The task's natural question over the text, or else the generic one-word instruction."""
     if task.question:
-        return f"{task.question}\n\n{body}"
+        return f"{task.question}\n\n{_body(example)}"
+    return one_word_instruction(task, example)
+
+
+def one_word_instruction(task: Task, example: Example) -> str:
+    """Asks for one label word, which a parser can read back from generated text."""
     options = " or ".join(f'"{w}"' for w in task.verbalizer)
-    return f"Task: {task.description}.\nInput: {body}\nAnswer with one word, {options}."
+    return f"Task: {task.description}.\nInput: {_body(example)}\nAnswer with one word, {options}."
+
+
+def _body(example: Example) -> str:
+    return example.text if example.text_pair is None else f"{example.text}\n{example.text_pair}"
 
 
 def uses_chat_template(tokenizer) -> bool:
