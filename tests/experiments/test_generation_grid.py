@@ -51,7 +51,9 @@ def test_text_to_text_cross_domain_cells_generate_and_write_outputs(tmp_path, da
     assert sum(r["parsed"] is None for r in records) == ev["scores"]["unparseable"]
     zs = json.loads((cells / "zero-shot_tiny-llama__fpb-binary-t2t-all.json").read_text())
     assert zs["kind"] == "zero-shot" and zs["examples"] == 5 and "unparseable" in zs["scores"]
-    assert "Answer with one word" in zs["instruction_example"] and len(lines(zs["outputs"])) == 5
+    # the classification zero-shot prompt: natural question, the answer generated after the answer prefix
+    assert "Is the sentiment of this text positive or negative?\n\n" in zs["instruction_example"]
+    assert zs["instruction_example"].endswith("The sentiment of this text is") and len(lines(zs["outputs"])) == 5
     build_report(out, log=None)
     md = (out / "report" / "t2t.md").read_text()
     assert "fpb-binary-t2t all (accuracy)" in md and "Unparseable generated answers" in md

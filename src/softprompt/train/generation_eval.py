@@ -7,8 +7,9 @@ instruction model prompted zero-shot, both by greedy generated output, with per-
 
 Text-to-text views are scored by the label parsed from the generated text (accuracy, macro-F1,
 `unparseable`); data-to-text (E2E) by BLEU, ROUGE-L, METEOR (when Java runs) and CIDEr.
-Zero-shot instructions: the classification zero-shot instruction of the view's task (methods/
-zero_shot.py) for "<task>-t2t"; for data-to-text `DATA_TO_TEXT_INSTRUCTION` or a template with
+Zero-shot instructions: for "<task>-t2t" the classification zero-shot prompt of the view's task
+(train/zero_shot.py: natural question, chat template, answer prefix, the input text cut to fit), the
+answer generated after it; for data-to-text `DATA_TO_TEXT_INSTRUCTION` or a template with
 {input} given by the caller. The instruction goes into the tokenizer's chat template when it has
 one (else "<instruction>\\nAnswer:").
 """
@@ -81,10 +82,15 @@ def zero_shot_instruction(task, example: Example, template: str | None = None) -
             raise ConfigError(f"zero_shot.instruction: {template!r} uses {err}; expected {{input}}, {{text}} "
                               f"or {{text_pair}}") from None
     if task.is_text_to_text:
-        from softprompt.train.zero_shot import one_word_instruction
+        from softprompt.train.zero_shot import instruction
 
-        return one_word_instruction(get_task(task.name.removesuffix(TEXT_TO_TEXT_SUFFIX)), example)
+        return instruction(labelled_task(task), example)
     return DATA_TO_TEXT_INSTRUCTION.format(input=example.text.strip())
+
+
+def labelled_task(task):
+    """The classification task a text-to-text view ("<task>-t2t") is made from."""
+    return get_task(task.name.removesuffix(TEXT_TO_TEXT_SUFFIX))
 
 
 def render_instruction(tokenizer, text: str) -> str:
@@ -97,13 +103,20 @@ def render_instruction(tokenizer, text: str) -> str:
 
 
 def encode_instructions(tokenizer, task, examples, max_length: int, template: str | None = None) -> Encoded:
-    """Prompt ids (the end kept when longer than max_length: the answer cue sits there), no targets."""
+    """Prompt ids, no targets. A text-to-text view gets its classification task's zero-shot prompt (natural
+    question, chat template, answer prefix; only the input text is cut to fit); other instructions keep
+    their end when longer than max_length (the answer cue sits there)."""
     import numpy as np
 
-    from softprompt.train.zero_shot import uses_chat_template
+    from softprompt.train.zero_shot import fit_input, uses_chat_template
 
     sources, truncated = [], 0
     for ex in examples:
+        if task.is_text_to_text and template is None:
+            ids, cut = fit_input(labelled_task(task), tokenizer, ex, max_length)
+            truncated += cut
+            sources.append(ids)
+            continue
         ids = tokenizer(render_instruction(tokenizer, zero_shot_instruction(task, ex, template)),
                         add_special_tokens=not uses_chat_template(tokenizer))["input_ids"]
         if len(ids) > max_length:
@@ -135,7 +148,10 @@ def evaluate_zero_shot_generation(backbone, task_name: str, split: str | None = 
     new = max_new_tokens or max_new_tokens_for(task, tok)
     predictions = generate_outputs(model, enc, batch_size, tok, new)
     scores = _score(task, enc.examples, predictions, with_meteor)
-    example = zero_shot_instruction(task, examples[0], instruction) if examples else None
+    if task.is_text_to_text and instruction is None:  # the whole prompt: its answer prefix matters too
+        example = tok.decode(enc.sources[0]) if examples else None
+    else:
+        example = zero_shot_instruction(task, examples[0], instruction) if examples else None
     return {"task": task.name, "split": split, "examples": len(enc), "truncated": enc.truncated,
             "max_length": max_length, "max_new_tokens": new, "decoding": "greedy", "scores": scores,
             "data": report.summary(), "method": "zero-shot generation", "backbone": backbone.name,
