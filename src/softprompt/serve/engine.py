@@ -298,10 +298,11 @@ class GenerationEngine:
         req.tokens.append(token)
         done = len(req.tokens) >= req.params.max_tokens
         delta = self._new_text(req, flush=done)
-        for stop in req.params.stop:
-            at = (req.text + delta).find(stop, max(0, len(req.text) - len(stop) + 1)) if stop else -1
+        text = req.text + delta
+        for stop in req.params.stop:  # only where the new text can complete a stop string
+            at = text.find(stop, max(0, len(req.text) - len(stop) + 1)) if stop else -1
             if at >= 0:
-                cut = (req.text + delta)[:at]
+                cut = text[:at]
                 if len(cut) > len(req.text):
                     req.stream._put(Token(token, cut[len(req.text):]))
                 req.text = cut

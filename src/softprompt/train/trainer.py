@@ -39,11 +39,11 @@ from softprompt.train.state_cache import StateCache
 from softprompt.train.text_batches import encode_generation
 
 
-
 def early_stop(patience: int | None, bad_evals: int, improved: bool) -> bool:
     """Stop after `patience` evaluations without gain, but only once the score has risen above the first
     evaluation's: a run still at its starting score (e.g. predicting the majority class) keeps its epochs."""
     return patience is not None and improved and bad_evals >= patience
+
 
 class TrainingDiverged(SoftPromptError):
     """The loss became NaN or infinite."""
@@ -351,7 +351,8 @@ class Trainer:
         for cb in self.eval_callbacks:
             cb(self, step, scores)
         if progress["best"] is None or scores["main"] > progress["best"]:
-            progress["improved"] = progress["best"] is not None or progress.get("improved", False)
+            if progress["best"] is not None:  # a gain over an earlier evaluation, not the first score
+                progress["improved"] = True
             progress.update(best=scores["main"], best_step=step, bad_evals=0,
                             time_to_best=progress["train_seconds"], best_scores=scores)
             if self.accelerator.is_main_process:
