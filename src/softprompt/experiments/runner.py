@@ -203,8 +203,9 @@ class GridRunner:
     def _drop_checkpoints(self, run_dir: Path) -> None:
         if self.keep_checkpoints:
             return
-        for ckpt in run_dir.glob("ckpt-*"):
-            shutil.rmtree(ckpt, ignore_errors=True)
+        from softprompt.train.checkpoint import drop_all
+
+        drop_all(run_dir)
 
     def source_run(self, cell: Cell) -> tuple[Path, bool]:
         """The run folder with the adapter `cell` needs; trains the source again when it is not here."""

@@ -61,14 +61,29 @@ def save_checkpoint(run_dir: Path, step: int, trainable: dict, optim_tensors: di
         (tmp / "manifest.json").write_text(json.dumps(manifest))
         _fsync_dir(tmp)
         if final.exists():
-            shutil.rmtree(final)
+            _discard(final)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
+    for stale in run_dir.glob(".ckpt-*"):  # left by a kill during an earlier write or deletion
+        shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def drop_all(run_dir: Path) -> None:
+    for ckpt in list_checkpoints(run_dir):
+        _discard(ckpt)
+
+
+def _discard(ckpt: Path) -> None:
+    """Hide a checkpoint by one rename, then delete it: a kill mid-delete never leaves a broken visible one."""
+    hidden = ckpt.with_name(f".{ckpt.name}.discarded")
+    shutil.rmtree(hidden, ignore_errors=True)
+    os.replace(ckpt, hidden)
+    shutil.rmtree(hidden, ignore_errors=True)
 
 
 def _fsync_dir(path: Path) -> None:
