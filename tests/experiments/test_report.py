@@ -100,3 +100,28 @@ def test_ties_are_all_bold_and_lower_is_better_tables():
     assert "| x | 3.0 |" in fast.markdown() and "| y | **1.5 ± 0.7** |" in fast.markdown()
     incomplete = Table("t", ["a", "b"], [Row("x", {"a": [1.0], "b": []})])
     assert "| x | **1.0** | – | **1.0 †** |" in incomplete.markdown()
+
+
+def test_cells_at_the_majority_floor_are_listed_with_their_curves_and_skips_are_grouped(tmp_path):
+    spec = tmp_path / "floor"
+    write(spec / "manifest.json", {"spec": "floor", "tasks": ["rte"], "backbones": ["tiny-bert"], "seeds": [0],
+                                   "methods": [{"label": "lpt", "soft_prompt": True}]})
+    common = {"kind": "train", "method": "lpt", "soft_prompt": True, "task": "rte", "backbone": "tiny-bert",
+              "layer": None, "split": "validation", "metric": "accuracy", "epochs_run": 3}
+    write(spec / "lpt_rte_tiny-bert_s0" / "result.json", {
+        **common, "cell": "lpt_rte_tiny-bert_s0", "seed": 0, "score": 52.9,
+        "scores": {"accuracy": 52.9, "mcc": 0.0, "majority": 52.7, "main": 52.9},
+        "curve": {"eval": [[10, 50.0], [20, 50.0], [30, 49.0]], "loss": [[s, 0.70 - s / 1000] for s in range(1, 41)]}})
+    write(spec / "lpt_rte_tiny-bert_s1" / "result.json", {  # clear of the floor: not listed
+        **common, "cell": "lpt_rte_tiny-bert_s1", "seed": 1, "score": 60.0,
+        "scores": {"accuracy": 60.0, "mcc": 20.0, "majority": 52.7, "main": 60.0}})
+    write(spec / "skipped.json", [{"cell": f"lpt_mnli_tiny-bert_s{i}", "reason": "mnli is hub-only"} for i in range(3)])
+    assert report.main([str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "floor.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("- `lpt_rte_tiny-bert_s0`"))
+    assert "52.9 vs 52.7 for always answering the most frequent label" in line
+    assert "predicts one class for every example" in line
+    assert "never rose above its first value (50.0) in 3 evaluation(s) over 3 epoch(s)" in line
+    assert "training loss 0.698 → 0.661" in line  # means of the first and last 4 of 40 logged losses
+    assert "lpt_rte_tiny-bert_s1" not in md.split("**At the majority-class floor**")[1].split("**Skipped")[0]
+    assert "- 3 cell(s) (`lpt_mnli_tiny-bert_s0` … `lpt_mnli_tiny-bert_s2`): mnli is hub-only" in md

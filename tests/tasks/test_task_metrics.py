@@ -34,7 +34,9 @@ def test_hand_computed_binary_metrics():
 
 def test_compute_metrics_mrpc_in_percent():
     scores = compute_metrics("mrpc", PREDS, GOLD)
-    assert set(scores) == {"accuracy", "macro_f1", "acc_macro_f1", "f1", "acc_f1", "mcc", "main"}
+    assert set(scores) == {"accuracy", "macro_f1", "acc_macro_f1", "f1", "acc_f1", "mcc", "main", "majority"}
+    # always answering 1 (4 of 6 gold): accuracy 4/6, F1 0.8 for class 1 and 0 for class 0
+    assert scores["majority"] == pytest.approx((200 / 3 + 40) / 2)
     assert scores["accuracy"] == pytest.approx(66.6667, abs=1e-4)
     assert scores["f1"] == pytest.approx(75.0)
     assert scores["acc_f1"] == pytest.approx((200 / 3 + 75) / 2)
@@ -46,6 +48,9 @@ def test_compute_metrics_mrpc_in_percent():
 def test_headline_per_task():
     assert compute_metrics("sst2", PREDS, GOLD)["main"] == pytest.approx(200 / 3)
     assert compute_metrics("cola", PREDS, GOLD)["main"] == pytest.approx(25.0)
+    assert compute_metrics("cola", PREDS, GOLD)["majority"] == 0.0  # MCC of one class is 0
+    assert compute_metrics("sst2", [0, 0, 1], [0, 0, 1])["majority"] == pytest.approx(200 / 3)
+    assert "majority" not in compute_metrics("stsb", [0.1, 0.5, 0.9], [1.0, 2.0, 4.0])
     cb = compute_metrics("cb", [0, 1, 2, 2], [0, 1, 2, 1])
     assert cb["accuracy"] == pytest.approx(75.0)
     assert cb["macro_f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3 * 100)

@@ -254,9 +254,14 @@ def main_tables(sr: SpecResults) -> list[Table]:
                     for c, t in zip(cols, tasks)}
             rows.append(Row(m, vals, sr.soft_prompt(m)))
         split = _unique(r.get("split") for r in rs)
+        picked = _unique(((r.get("summary") or {}).get("selection") or {}).get("split") for r in rs)
+        picked = [p for p in picked if p and p not in split]
+        carved = picked == ["carved validation"]
         tables.append(Table(
             f"{sr.manifest.get('title') or sr.name} — {backbone}", cols, rows,
-            note=f"score on the {'/'.join(s for s in split if s)} split, mean ± std over seeds "
+            note=f"score on the {'/'.join(s for s in split if s)} split"
+                 f"{' (checkpoints picked on a validation split carved from train)' if carved else ''}"
+                 f"{f' (checkpoints picked on the {chr(47).join(picked)} split)' if picked and not carved else ''}, mean ± std over seeds "
                  f"{', '.join(str(s) for s in sorted(_unique(r.get('seed') for r in rs), key=str))}; "
                  f"bold: best soft-prompt method per column"))
     return tables
@@ -665,6 +670,57 @@ def constant_predictions(sr: SpecResults) -> list[str]:
     return out
 
 
+FLOOR_MARGIN = 0.5  # points above the majority-class score still counted as "at the floor"
+
+
+def at_floor(sr: SpecResults) -> list[str]:
+    """Trained cells scoring at most the majority-class score of their split, each with what its curves say."""
+    lines = []
+    for r in sr.results:
+        scores, score = r.get("scores") or {}, r.get("score")
+        if r.get("kind") not in ("train", "peft") or not isinstance(score, (int, float)) or "majority" not in scores:
+            continue
+        if score > scores["majority"] + FLOOR_MARGIN:
+            continue
+        lines.append(f"- `{r.get('cell')}`: {score:.1f} vs {scores['majority']:.1f} for always answering the most "
+                     f"frequent label; {floor_reason(r)}")
+    return lines
+
+
+def floor_reason(r: dict) -> str:
+    """Why a cell stayed at the floor, read from its selection and loss curves."""
+    curve = r.get("curve") or {}
+    evals = [v for _, v in curve.get("eval") or []]
+    losses = [v for _, v in curve.get("loss") or []]
+    parts = []
+    if (r.get("scores") or {}).get("mcc") == 0.0:
+        parts.append("it predicts one class for every example")
+    if evals:
+        where = f"{len(evals)} evaluation(s) over {r.get('epochs_run', '?')} epoch(s)"
+        if max(evals) <= evals[0]:
+            parts.append(f"the selection score never rose above its first value ({evals[0]:.1f}) in {where}")
+        else:
+            parts.append(f"the selection score went from {evals[0]:.1f} to at best {max(evals):.1f} in {where}")
+    if len(losses) >= 4:
+        head, tail = losses[: max(1, len(losses) // 10)], losses[-max(1, len(losses) // 10):]
+        guess = "; a two-way guess is ln 2 = 0.693" if "mcc" in (r.get("scores") or {}) else ""
+        parts.append(f"training loss {sum(head) / len(head):.3f} → {sum(tail) / len(tail):.3f} "
+                     f"(first / last tenth of the logged steps{guess})")
+    return "; ".join(parts) or "no curves recorded"
+
+
+def skipped_lines(sr: SpecResults) -> list[str]:
+    """Skipped cells grouped by reason (a reason names its task), so 72 hub-only cells read as a few lines."""
+    by_reason: dict[str, list[str]] = {}
+    for s in sr.skipped:
+        by_reason.setdefault(s["reason"], []).append(s["cell"])
+    return [f"- {len(cells)} cell(s) ({_cell_span(cells)}): {reason}" for reason, cells in by_reason.items()]
+
+
+def _cell_span(cells: list[str]) -> str:
+    return f"`{cells[0]}`" if len(cells) == 1 else f"`{cells[0]}` … `{cells[-1]}`"
+
+
 def cell_times(sr: SpecResults) -> list[str]:
     """Every finished cell with its score and wall time (Markdown, folded)."""
     if not sr.results:
@@ -728,8 +784,12 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, command
         if flat:
             md += ["**One class for every example** (binary tasks with MCC exactly 0: the score is the majority "
                    "or minority class rate, not learned behaviour)", ""] + [f"- `{c}`" for c in flat] + [""]
+        floor = at_floor(sr)
+        if floor:
+            md += [f"**At the majority-class floor** (within {FLOOR_MARGIN} points; selection curves are on the "
+                   "split carved from train)", ""] + floor + [""]
         if sr.skipped:
-            md += ["**Skipped here**", ""] + [f"- `{s['cell']}`: {s['reason']}" for s in sr.skipped] + [""]
+            md += ["**Skipped here**", ""] + skipped_lines(sr) + [""]
         last = (sr.manifest.get("runs") or [{}])[-1]
         if last.get("failed"):
             md += ["**Failed in the last run**", ""] + [f"- `{k}`: {v}" for k, v in last["failed"].items()] + [""]

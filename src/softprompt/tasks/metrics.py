@@ -113,7 +113,8 @@ def compute_metrics(
     labels: ArrayLike,
     groups: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """All metrics of the task in percent (mse excepted) plus "main", the headline score."""
+    """All metrics of the task in percent (mse excepted) plus "main", the headline score, and for
+    classification "majority": the headline score of always answering the split's most frequent label."""
     task = get_task(task)
     if task.is_generation and not task.label_names:
         raise ConfigError(
@@ -122,6 +123,18 @@ def compute_metrics(
         )
     if any(label is None for label in labels):
         raise DataError("labels contain None (an unlabeled split?); expected a gold label for every example")
+    out = _all_metrics(task, predictions, labels, groups)
+    if not task.is_regression and len(labels):
+        out["majority"] = _all_metrics(task, np.full(len(labels), _most_frequent(labels)), labels, groups)[task.metric]
+    return out
+
+
+def _most_frequent(labels: ArrayLike) -> int:
+    values, counts = np.unique(np.asarray(labels, dtype=np.int64), return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+def _all_metrics(task: Task, predictions: ArrayLike, labels: ArrayLike, groups: Sequence[str] | None) -> dict[str, float]:
     out: dict[str, float] = {}
     if task.is_regression:
         p, y = _pair(predictions, labels, dtype=float)
