@@ -15,7 +15,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--max-length", type=int, default=256,
                         help="prompt tokens; longer inputs are shortened, the instruction and the answer turn never")
-    parser.add_argument("--calibration", default="batch", choices=["batch", "content-free", "none"],
+    from softprompt.train.calibration import CALIBRATIONS
+
+    parser.add_argument("--calibration", default="batch", choices=CALIBRATIONS,
                         help="batch: minus each label's mean score over the inputs (Zhou et al. 2023, no labels); "
                              "content-free: minus the scores of 'N/A' (Zhao et al. 2021)")
     parser.add_argument("--json", action="store_true")

@@ -25,9 +25,9 @@ from softprompt.methods.config import method_config
 from softprompt.model import SoftPromptModel
 from softprompt.tasks import Example, Task
 from softprompt.train.batches import Encoded
+from softprompt.train.calibration import batch_calibrate, calibrate, calibration_mode
 
 CONTENT_FREE = "N/A"
-CALIBRATIONS = ("batch", "content-free", "none")
 
 
 def instruction(task: Task, example: Example) -> str:
@@ -139,24 +139,6 @@ def encode_prompts(task: Task, tokenizer, examples: list[Example], max_length: i
 
 def content_free(task: Task) -> Example:
     return Example(CONTENT_FREE, CONTENT_FREE if task.is_pair else None, 0, None, "content-free")
-
-
-def calibrate(logits: np.ndarray, content_free_logits: np.ndarray) -> np.ndarray:
-    """Contextual calibration in log space: log p(word | x) - log p(word | content-free input)."""
-    return logits - content_free_logits.reshape(1, -1)
-
-
-def batch_calibrate(logits: np.ndarray) -> np.ndarray:
-    """Batch Calibration: each label's score minus its mean over the evaluated inputs."""
-    return logits - logits.mean(0, keepdims=True)
-
-
-def calibration_mode(calibrated: bool | str) -> str:
-    """True -> "content-free" (the older boolean API), False -> "none"; else one of CALIBRATIONS."""
-    mode = {True: "content-free", False: "none"}[calibrated] if isinstance(calibrated, bool) else calibrated
-    if mode not in CALIBRATIONS:
-        raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {calibrated!r}")
-    return mode
 
 
 def zero_shot_model(backbone, task: Task) -> SoftPromptModel:
