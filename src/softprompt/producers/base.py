@@ -56,6 +56,11 @@ class Producer(nn.Module):
     def num_tokens(self) -> int:
         return self.cfg.num_tokens
 
+    @property
+    def max_input_tokens(self) -> int | None:
+        """The longest input this producer accepts (None: any); DePT's A has one row per position."""
+        return None
+
     def forward(self, inp: ProducerInput) -> torch.Tensor:
         raise NotImplementedError
 

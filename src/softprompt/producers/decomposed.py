@@ -70,6 +70,10 @@ class DecomposedPrompt(StaticPrompt):
         nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
         self.lora_b = nn.Parameter(torch.zeros(self.rank, hidden_size))
 
+    @property
+    def max_input_tokens(self) -> int:
+        return self.cfg.max_length
+
     def update(self) -> torch.Tensor:
         """(s, d): the scaled position-wise embedding update."""
         return self.scaling * (self.lora_a @ self.lora_b)

@@ -331,9 +331,8 @@ class AdapterStore:
         producer = model.producer
         if positions is not None:
             limit = min(limit, positions - (producer.num_tokens if producer is not None else 0))
-        dept_max = getattr(getattr(producer, "cfg", None), "max_length", None)
-        if dept_max is not None:
-            limit = min(limit, dept_max)
+        if producer is not None and producer.max_input_tokens is not None:
+            limit = min(limit, producer.max_input_tokens)
         return max(limit, 1)
 
     def add(self, entry: AdapterEntry) -> AdapterEntry | None:
