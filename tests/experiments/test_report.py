@@ -98,8 +98,10 @@ def test_ties_are_all_bold_and_lower_is_better_tables():
     assert "| x | **1.0** |" in t.markdown() and "| y | **1.0** |" in t.markdown() and "| z | 2.0 |" in t.markdown()
     fast = Table("t", ["a"], [Row("x", {"a": [3.0]}), Row("y", {"a": [1.0, 2.0]})], better="low", mean_column=False)
     assert "| x | 3.0 |" in fast.markdown() and "| y | **1.5 ± 0.7** |" in fast.markdown()
-    incomplete = Table("t", ["a", "b"], [Row("x", {"a": [1.0], "b": []})])
-    assert "| x | **1.0** | – | **1.0 †** |" in incomplete.markdown()
+    incomplete = Table("t", ["a", "b"], [Row("x", {"a": [9.0], "b": []}), Row("y", {"a": [1.0], "b": [3.0]})])
+    # a partial mean (9.0 over one column) never wins the Mean column over a complete one
+    assert "| x | **9.0** | – | 9.0 † |" in incomplete.markdown()
+    assert "| y | 1.0 | **3.0** | **2.0** |" in incomplete.markdown()
 
 
 def test_cells_at_the_majority_floor_are_listed_with_their_curves_and_skips_are_grouped(tmp_path):

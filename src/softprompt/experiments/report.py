@@ -95,7 +95,8 @@ class Table:
             vals = [(r, s[0]) for r in self.rows if (s := self.stats(r, col)) is not None]
             bold[col] = self._best(vals)
         if self.mean_column:
-            vals = [(r, m[0]) for r in self.rows if (m := self.row_mean(r)) is not None]
+            # only complete rows compete: a mean over fewer columns is not comparable
+            vals = [(r, m[0]) for r in self.rows if (m := self.row_mean(r)) is not None and m[1]]
             bold["Mean"] = self._best(vals)
         body = []
         for r in self.rows:
@@ -124,7 +125,7 @@ class Table:
             lines.append("| " + " | ".join(f"**{t}**" if b else t for t, b in cells) + " |")
         notes = []
         if self.mean_column and any(t.endswith("†") for cells in body for t, _ in cells[-1:]):
-            notes.append("† mean over the columns that have a result")
+            notes.append("† mean over the columns that have a result (never bold)")
         if self.note:
             notes.append(self.note)
         if notes:
