@@ -69,7 +69,7 @@ def test_table_with_mean_std_bold_best_soft_prompt_and_mean_column(tmp_path):
     assert "| lora | 95.0 ± 0.0 | 72.0 ± 2.0 | 83.5 |" in md
     # sample std over seeds; the best soft-prompt method per column (and in Mean) in bold
     assert "| prompt-tuning | 82.0 ± 2.0 | 60.0 ± 0.0 | 71.0 |" in md
-    assert "| id-spam | **85.0 ± 1.0** | **71.0 ± 1.4** | **78.0** |" in md
+    assert "| id-spam | **85.0 ± 1.0** | **71.0 ± 1.4 (n=2)** | **78.0** |" in md  # one seed missing: counted
     # provenance: command, commit, machine, backbone, profile
     for text in ("softprompt bench crafted.yaml --profile full", "abcdef123456", "Linux-test, 2 cores",
                  "Backbone(s): tiny-bert", "Profile: full"):
@@ -97,7 +97,7 @@ def test_ties_are_all_bold_and_lower_is_better_tables():
               mean_column=False)
     assert "| x | **1.0** |" in t.markdown() and "| y | **1.0** |" in t.markdown() and "| z | 2.0 |" in t.markdown()
     fast = Table("t", ["a"], [Row("x", {"a": [3.0]}), Row("y", {"a": [1.0, 2.0]})], better="low", mean_column=False)
-    assert "| x | 3.0 |" in fast.markdown() and "| y | **1.5 ± 0.7** |" in fast.markdown()
+    assert "| x | 3.0 (n=1) |" in fast.markdown() and "| y | **1.5 ± 0.7** |" in fast.markdown()
     incomplete = Table("t", ["a", "b"], [Row("x", {"a": [9.0], "b": []}), Row("y", {"a": [1.0], "b": [3.0]})])
     # a partial mean (9.0 over one column) never wins the Mean column over a complete one
     assert "| x | **9.0** | – | 9.0 † |" in incomplete.markdown()

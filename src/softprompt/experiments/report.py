@@ -99,6 +99,7 @@ class Table:
             vals = [(r, m[0]) for r in self.rows if (m := self.row_mean(r)) is not None and m[1]]
             bold["Mean"] = self._best(vals)
         body = []
+        most = max((s[2] for r in self.rows for c in self.columns if (s := self.stats(r, c)) is not None), default=0)
         for r in self.rows:
             cells = [(r.label, False)]
             for col in self.columns:
@@ -109,6 +110,8 @@ class Table:
                     text = self._fmt(s[0])
                 else:
                     text = f"{self._fmt(s[0])} ± {s[1]:.{self.decimals}f}"
+                if s is not None and s[2] < most and not self.integer:
+                    text += f" (n={s[2]})"  # fewer seeds than the table's other cells
                 cells.append((text, r.label in bold[col] and s is not None))
             if self.mean_column:
                 m = self.row_mean(r)
@@ -259,7 +262,7 @@ def main_tables(sr: SpecResults) -> list[Table]:
         picked = [p for p in picked if p and p not in split]
         carved = picked == ["carved validation"]
         tables.append(Table(
-            f"{sr.manifest.get('title') or sr.name} — {backbone}", cols, rows,
+            f"{sr.manifest.get('title') or sr.name} — {backbone}", cols, rows, mean_column=len(cols) > 1,
             note=f"score on the {'/'.join(s for s in split if s)} split"
                  f"{' (checkpoints picked on a validation split carved from train)' if carved else ''}"
                  f"{f' (checkpoints picked on the {chr(47).join(picked)} split)' if picked and not carved else ''}, mean ± std over seeds "
