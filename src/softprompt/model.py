@@ -68,7 +68,7 @@ class SoftPromptModel(nn.Module):
             return None
         cls = self.method.producer_class
         producer = cls(self.method.producer, self.site.prompt_dim(self.runner), self.runner.hidden_size)
-        producer.init_from_embeddings(self.runner.word_embeddings, self.backbone.tokenizer)
+        producer.init_from_words(lambda ids: self.site.word_vectors(self.runner, ids), self.backbone.tokenizer)
         return producer.to(self.runner.word_embeddings.weight.device)
 
     def _build_head(self) -> nn.Module:

@@ -192,7 +192,7 @@ def test_vocab_init_samples_frequent_real_words_never_special_or_unused(tmp_path
     for seed in (1, 2):
         torch.manual_seed(seed)  # the trainer seeds torch with the run seed
         p = StaticPrompt(StaticConfig(num_tokens=20, init="vocab"), 8, 8)
-        p.init_from_embeddings(emb, tok)
+        p.init_from_words(emb, tok)
         with torch.no_grad():
             assert torch.equal(p.prompt, emb(sample_vocab(tok, 20, seed)))
         prompts.append(p.prompt.detach().clone())
@@ -200,7 +200,7 @@ def test_vocab_init_samples_frequent_real_words_never_special_or_unused(tmp_path
     fixed = [StaticPrompt(StaticConfig(num_tokens=20, init="vocab", init_seed=3), 8, 8) for _ in range(2)]
     for i, p in enumerate(fixed):
         torch.manual_seed(i)
-        p.init_from_embeddings(emb, tok)
+        p.init_from_words(emb, tok)
     assert torch.equal(fixed[0].prompt, fixed[1].prompt)
 
 

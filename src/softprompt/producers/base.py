@@ -7,6 +7,8 @@ the hidden size for hidden-state sites, layers x 2 x kv_dim for key/value sites.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dataclasses import dataclass
 
 import torch
@@ -68,8 +70,9 @@ class Producer(nn.Module):
         """Hook for producers that also edit the input embeddings (DePT)."""
         return token_embeds
 
-    def init_from_embeddings(self, embedding: nn.Embedding, tokenizer) -> None:
-        """Hook for producers initialised from the vocabulary or a text."""
+    def init_from_words(self, words: Callable[[torch.Tensor], torch.Tensor], tokenizer) -> None:
+        """Hook for producers initialised from the vocabulary or a text. `words(ids)` (n,) -> (n, out_dim):
+        what those tokens look like at the producer's site (embeddings, or keys/values at prefixed layers)."""
 
     def fold(self) -> "Producer":
         """An equivalent producer for inference (reparameterisations materialised)."""

@@ -51,9 +51,9 @@ class PooledPromptGenerator(Producer):
         per_position = cfg.num_tokens * out_dim if cfg.generator == "npg" else out_dim
         self.up = nn.Linear(cfg.bottleneck, per_position)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.read_first = True  # "auto" pooling; set from the tokenizer in init_from_embeddings
+        self.read_first = True  # "auto" pooling; set from the tokenizer in init_from_words
 
-    def init_from_embeddings(self, embedding: nn.Embedding, tokenizer) -> None:
+    def init_from_words(self, words, tokenizer) -> None:
         # a CLS token means an encoder that reads position 0; decoders read the last real token
         self.read_first = getattr(tokenizer, "cls_token", None) is not None
 

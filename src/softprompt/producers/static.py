@@ -13,6 +13,9 @@ Initialisation (`init`, prompts in embedding space only, Lester et al. Sec. 3.2)
           repeats the label words instead). `label_words` is filled by the caller from the
           task's verbalizer (in label order).
   text    the tokens of `init_text`, repeated to fill t.
+At key/value sites (P-Tuning v2) vocab, labels and text take the keys/values the frozen model computes
+for those words at every prefixed layer (`Site.word_vectors`; Li & Liang 2021, Sec. 7.2 "activations of
+real words"), so a prefix from a text starts out as that text written before the input.
 """
 
 from __future__ import annotations
@@ -60,27 +63,25 @@ class StaticPrompt(Producer):
         return self.prompt.unsqueeze(0)
 
     @torch.no_grad()
-    def init_from_embeddings(self, embedding: nn.Embedding, tokenizer) -> None:
+    def init_from_words(self, words, tokenizer) -> None:
         cfg: StaticConfig = self.cfg
         if cfg.init == "random":
             return
-        if embedding.weight.shape[1] != self.out_dim:
-            raise ValueError(f"init {cfg.init!r} needs prompts in embedding space (dim {self.out_dim})")
         if cfg.init == "vocab":
-            values = embed(embedding, sample_vocab(tokenizer, cfg.num_tokens, self.vocab_seed()))
+            values = words(sample_vocab(tokenizer, cfg.num_tokens, self.vocab_seed()))
         elif cfg.init == "labels":
-            values = self.label_values(embedding, tokenizer)
-        else:
+            values = self.label_values(words, tokenizer)
+        else:  # the text as one sequence: at key/value sites each token's activations see the ones before it
             ids = torch.tensor(tokenizer(cfg.init_text, add_special_tokens=False)["input_ids"])
             if len(ids) == 0:
                 raise ValueError(f"init_text {cfg.init_text!r} has no tokens")
-            values = embed(embedding, cycle(ids, cfg.num_tokens))
+            values = words(cycle(ids, cfg.num_tokens))
         self.prompt.copy_(values.to(self.prompt.dtype))
 
     def vocab_seed(self) -> int:
         return self.cfg.init_seed if self.cfg.init_seed is not None else torch.initial_seed()
 
-    def label_values(self, embedding: nn.Embedding, tokenizer) -> torch.Tensor:
+    def label_values(self, words, tokenizer) -> torch.Tensor:
         cfg: StaticConfig = self.cfg
         if not cfg.label_words:
             raise ConfigError("method.producer.label_words: init 'labels' needs the task's label words "
@@ -90,19 +91,14 @@ class StaticPrompt(Producer):
             ids = tokenizer(word, add_special_tokens=False)["input_ids"]
             if not ids:
                 raise ValueError(f"label word {word!r} has no tokens")
-            rows.append(embed(embedding, torch.tensor(ids)).mean(0))  # multi-token label: mean
+            rows.append(words(torch.tensor(ids)).mean(0))  # multi-token label: mean
         labels = torch.stack(rows)[: cfg.num_tokens]
         rest = cfg.num_tokens - len(labels)
         if rest == 0:
             return labels
         if cfg.label_fill == "cycle":
             return labels[cycle(torch.arange(len(labels)), cfg.num_tokens)]
-        return torch.cat([labels, embed(embedding, sample_vocab(tokenizer, rest, self.vocab_seed()))])
-
-
-def embed(embedding: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
-    # call the module, not .weight: some embeddings scale their output (Gemma: x sqrt(d))
-    return embedding(ids.to(embedding.weight.device))
+        return torch.cat([labels, words(sample_vocab(tokenizer, rest, self.vocab_seed()))])
 
 
 def cycle(ids: torch.Tensor, n: int) -> torch.Tensor:

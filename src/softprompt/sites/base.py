@@ -54,6 +54,15 @@ class Site:
         """How far text positions move (key/value prefixes shift them, as HF's cache does)."""
         return 0
 
+    def word_vectors(self, runner, ids: torch.Tensor) -> torch.Tensor:
+        """(n, prompt_dim): what the words `ids` (n,) look like where this site puts prompts (Li & Liang's
+        "activations of real words"). Here their input embeddings, for prompts that live in that space."""
+        if self.prompt_dim(runner) != runner.hidden_size:
+            raise ConfigError(f"method.producer.init: prompts at {self.describe()} are not in embedding space; "
+                              "initialise them randomly")
+        embedding = runner.word_embeddings
+        return embedding(ids.to(embedding.weight.device))  # the module, not .weight: Gemma scales by sqrt(d)
+
     def peft_obstacle(self, runner) -> str | None:
         """Why this site cannot be exported to peft (None: it can)."""
         return None if self.peft_type else f"peft has no method that puts prompts at {self.describe()}"

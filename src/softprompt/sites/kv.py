@@ -37,6 +37,23 @@ class KVSite(Site):
     def position_shift(self, num_tokens: int) -> int:
         return num_tokens
 
+    @torch.no_grad()
+    def word_vectors(self, runner, ids: torch.Tensor) -> torch.Tensor:
+        """The keys/values the frozen model computes for the words at each prefixed layer (Li & Liang 2021,
+        Sec. 7.2): a prefix made of them acts exactly like the words written before the text."""
+        if runner.decoder_layers:
+            raise ConfigError("method.producer.init: key/value prefixes of an encoder-decoder also go to the "
+                              "decoder, which reads no words; initialise them randomly")
+        from softprompt.runners.kv_cache import KVCache
+        from softprompt.runners.loop import run_layers, start_sequence
+
+        ids = ids.to(runner.word_embeddings.weight.device)[None]
+        cache = KVCache()
+        seq, tok = start_sequence(runner, [], ids, torch.ones_like(ids))
+        run_layers(runner, [], seq, tok, -1, self.layers[-1] + 1, kv_cache=cache)
+        kv = torch.stack([torch.stack(cache.held(layer))[:, 0] for layer in self.layers])  # (L, 2, H, n, hd)
+        return kv.permute(3, 0, 1, 2, 4).reshape(ids.shape[1], -1)  # per position (L, 2, H, hd), as _split reads
+
     def peft_obstacle(self, runner) -> str | None:
         if self.layers != list(range(runner.num_layers)):
             return f"its key/value prefixes cover only some layers ({self.layers}); peft prefix tuning covers every layer"
