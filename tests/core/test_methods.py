@@ -133,8 +133,9 @@ def test_bad_method_config_names_the_field(overrides, message):
 def test_unsupported_combinations_fail_at_build_with_a_reason():
     with pytest.raises(ConfigError, match=r"method.site.layer: must be in 0..1 for tiny-bert, got 7"):
         build("tiny-bert", "id-spam", site={"kind": "layer", "layer": 7})
-    with pytest.raises(ValueError, match="needs prompts in embedding space"):
-        build("tiny-bert", "p-tuning-v2", producer={"init": "vocab"})
+    # key/value prompts take word init from the frozen model's keys/values (tests/core/test_word_init.py)
+    kv = build("tiny-bert", "p-tuning-v2", producer={"init": "vocab"})
+    assert kv.producer.prompt.shape[1] == kv.site.prompt_dim(kv.runner) != kv.runner.hidden_size
     with pytest.raises(ValueError, match="verbalizer"):
         build("tiny-bert", "prompt-tuning", head={"kind": "verbalizer"})
 
