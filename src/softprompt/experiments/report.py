@@ -260,12 +260,11 @@ def main_tables(sr: SpecResults) -> list[Table]:
         split = _unique(r.get("split") for r in rs)
         picked = _unique(((r.get("summary") or {}).get("selection") or {}).get("split") for r in rs)
         picked = [p for p in picked if p and p not in split]
-        carved = picked == ["carved validation"]
+        where = "a validation split carved from train" if picked == ["carved validation"] else f"the {'/'.join(picked)} split"
         tables.append(Table(
             f"{sr.manifest.get('title') or sr.name} — {backbone}", cols, rows, mean_column=len(cols) > 1,
             note=f"score on the {'/'.join(s for s in split if s)} split"
-                 f"{' (checkpoints picked on a validation split carved from train)' if carved else ''}"
-                 f"{f' (checkpoints picked on the {chr(47).join(picked)} split)' if picked and not carved else ''}, mean ± std over seeds "
+                 f"{f' (checkpoints picked on {where})' if picked else ''}, mean ± std over seeds "
                  f"{', '.join(str(s) for s in sorted(_unique(r.get('seed') for r in rs), key=str))}; "
                  f"bold: best soft-prompt method per column"))
     return tables
@@ -665,11 +664,13 @@ def _machine(m: dict) -> str:
 
 
 def constant_predictions(sr: SpecResults) -> list[str]:
-    """Cells of binary tasks whose predictions were (almost surely) a single class."""
+    """Cells of binary tasks whose predictions were (almost surely) a single class; trained cells at the
+    majority floor are listed by `at_floor` instead, with their curves."""
     out = []
+    floor = {id(r) for r in floor_cells(sr)}
     for r in sr.results:
         scores = r.get("scores") or {}
-        if "mcc" in scores and scores["mcc"] == 0.0 and "f1" in scores:
+        if "mcc" in scores and scores["mcc"] == 0.0 and "f1" in scores and id(r) not in floor:
             out.append(r.get("cell"))
     return out
 
@@ -677,18 +678,17 @@ def constant_predictions(sr: SpecResults) -> list[str]:
 FLOOR_MARGIN = 0.5  # points above the majority-class score still counted as "at the floor"
 
 
+def floor_cells(sr: SpecResults) -> list[dict]:
+    """Trained cells scoring at most FLOOR_MARGIN above the majority-class score of their split."""
+    return [r for r in sr.results
+            if r.get("kind") in ("train", "peft") and isinstance(r.get("score"), (int, float))
+            and "majority" in (r.get("scores") or {}) and r["score"] <= r["scores"]["majority"] + FLOOR_MARGIN]
+
+
 def at_floor(sr: SpecResults) -> list[str]:
-    """Trained cells scoring at most the majority-class score of their split, each with what its curves say."""
-    lines = []
-    for r in sr.results:
-        scores, score = r.get("scores") or {}, r.get("score")
-        if r.get("kind") not in ("train", "peft") or not isinstance(score, (int, float)) or "majority" not in scores:
-            continue
-        if score > scores["majority"] + FLOOR_MARGIN:
-            continue
-        lines.append(f"- `{r.get('cell')}`: {score:.1f} vs {scores['majority']:.1f} for always answering the most "
-                     f"frequent label; {floor_reason(r)}")
-    return lines
+    """The floor cells, each with what its curves say."""
+    return [f"- `{r.get('cell')}`: {r['score']:.1f} vs {r['scores']['majority']:.1f} for always answering the most "
+            f"frequent label; {floor_reason(r)}" for r in floor_cells(sr)]
 
 
 def floor_reason(r: dict) -> str:
@@ -706,7 +706,8 @@ def floor_reason(r: dict) -> str:
         else:
             parts.append(f"the selection score went from {evals[0]:.1f} to at best {max(evals):.1f} in {where}")
     if len(losses) >= 4:
-        head, tail = losses[: max(1, len(losses) // 10)], losses[-max(1, len(losses) // 10):]
+        k = max(1, len(losses) // 10)
+        head, tail = losses[:k], losses[-k:]
         guess = "; a two-way guess is ln 2 = 0.693" if "mcc" in (r.get("scores") or {}) else ""
         parts.append(f"training loss {sum(head) / len(head):.3f} → {sum(tail) / len(tail):.3f} "
                      f"(first / last tenth of the logged steps{guess})")
