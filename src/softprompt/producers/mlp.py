@@ -1,6 +1,9 @@
 """Reparameterised prompts: an embedding fed through an MLP (Prefix Tuning, Li & Liang 2021).
 
 The MLP only helps optimisation; `fold()` materialises the vectors for inference/export.
+Init from real words (Sec. 7.2; the reference code's low-data init): the MLP is fitted by Adam
+on the mean squared error between its output and the words' activations at the site (the
+frozen model's keys/values for prefix tuning), `init_steps` steps at `init_lr` (their 500 / 1e-4).
 """
 
 from __future__ import annotations
@@ -10,14 +13,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from softprompt.producers.base import Producer, ProducerConfig, ProducerInput
-from softprompt.producers.static import StaticConfig, StaticPrompt
+from softprompt.producers.base import Producer, ProducerInput
+from softprompt.producers.static import StaticConfig, StaticPrompt, WordInitConfig, word_values
 
 
 @dataclass
-class MLPConfig(ProducerConfig):
+class MLPConfig(WordInitConfig):
     embed_dim: int = 0  # 0: the model's hidden size
     hidden: int = 512
+    init_steps: int = 500
+    init_lr: float = 1e-4
+
+    def validate(self) -> None:
+        super().validate()
+        if self.init_steps < 1 or self.init_lr <= 0:
+            raise ValueError("init_steps must be >= 1 and init_lr > 0")
 
 
 class MLPPrompt(Producer):
@@ -32,9 +42,25 @@ class MLPPrompt(Producer):
         dim = cfg.embed_dim or hidden_size
         self.embedding = nn.Embedding(cfg.num_tokens, dim)
         self.mlp = nn.Sequential(nn.Linear(dim, cfg.hidden), nn.Tanh(), nn.Linear(cfg.hidden, out_dim))
+        self.init_fit: tuple[float, float] | None = None  # word-init MSE (first step, last step)
 
     def forward(self, inp: ProducerInput | None = None) -> torch.Tensor:
         return self.mlp(self.embedding.weight).unsqueeze(0)
+
+    def init_from_words(self, words, tokenizer) -> None:
+        target = word_values(self.cfg, words, tokenizer)
+        if target is None:
+            return
+        target = target.to(self.embedding.weight)
+        opt = torch.optim.Adam(self.mlp.parameters(), lr=self.cfg.init_lr)  # the embedding stays as drawn
+        losses = []
+        for _ in range(self.cfg.init_steps):
+            loss = nn.functional.mse_loss(self.forward()[0], target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        self.init_fit = (losses[0], losses[-1])
 
     @torch.no_grad()
     def fold(self) -> Producer:

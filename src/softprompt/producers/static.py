@@ -34,10 +34,11 @@ WORD_MARKERS = ("Ġ", "▁", "##", "Ċ")  # word-boundary / continuation marks o
 
 
 @dataclass
-class StaticConfig(ProducerConfig):
+class WordInitConfig(ProducerConfig):
+    """How a producer's first prompt is chosen (shared by the static and MLP producers)."""
+
     init: Literal["random", "vocab", "labels", "text"] = "random"
     init_text: str | None = None
-    init_std: float = 0.02
     init_seed: int | None = None  # vocab sampling; None: the run seed (torch.initial_seed())
     label_words: list[str] | None = None  # init "labels": the task's label words, in label order
     label_fill: Literal["vocab", "cycle"] = "vocab"  # prompt tokens beyond the labels
@@ -48,6 +49,11 @@ class StaticConfig(ProducerConfig):
             raise ValueError("init: text needs init_text")
         if self.label_words is not None and not all(isinstance(w, str) and w.strip() for w in self.label_words):
             raise ValueError("label_words must be non-empty strings")
+
+
+@dataclass
+class StaticConfig(WordInitConfig):
+    init_std: float = 0.02
 
 
 class StaticPrompt(Producer):
@@ -64,41 +70,47 @@ class StaticPrompt(Producer):
 
     @torch.no_grad()
     def init_from_words(self, words, tokenizer) -> None:
-        cfg: StaticConfig = self.cfg
-        if cfg.init == "random":
-            return
-        if cfg.init == "vocab":
-            values = words(sample_vocab(tokenizer, cfg.num_tokens, self.vocab_seed()))
-        elif cfg.init == "labels":
-            values = self.label_values(words, tokenizer)
-        else:  # the text as one sequence: at key/value sites each token's activations see the ones before it
-            ids = torch.tensor(tokenizer(cfg.init_text, add_special_tokens=False)["input_ids"])
-            if len(ids) == 0:
-                raise ValueError(f"init_text {cfg.init_text!r} has no tokens")
-            values = words(cycle(ids, cfg.num_tokens))
-        self.prompt.copy_(values.to(self.prompt.dtype))
+        values = word_values(self.cfg, words, tokenizer)
+        if values is not None:
+            self.prompt.copy_(values.to(self.prompt.dtype))
 
-    def vocab_seed(self) -> int:
-        return self.cfg.init_seed if self.cfg.init_seed is not None else torch.initial_seed()
 
-    def label_values(self, words, tokenizer) -> torch.Tensor:
-        cfg: StaticConfig = self.cfg
-        if not cfg.label_words:
-            raise ConfigError("method.producer.label_words: init 'labels' needs the task's label words "
-                              "(the caller fills them from the task's verbalizer)")
-        rows = []
-        for word in cfg.label_words:
-            ids = tokenizer(word, add_special_tokens=False)["input_ids"]
-            if not ids:
-                raise ValueError(f"label word {word!r} has no tokens")
-            rows.append(words(torch.tensor(ids)).mean(0))  # multi-token label: mean
-        labels = torch.stack(rows)[: cfg.num_tokens]
-        rest = cfg.num_tokens - len(labels)
-        if rest == 0:
-            return labels
-        if cfg.label_fill == "cycle":
-            return labels[cycle(torch.arange(len(labels)), cfg.num_tokens)]
-        return torch.cat([labels, words(sample_vocab(tokenizer, rest, self.vocab_seed()))])
+def word_values(cfg: WordInitConfig, words, tokenizer) -> torch.Tensor | None:
+    """The (t, out_dim) vectors `cfg.init` asks for, as `words(ids)` sees them at the site; None for random."""
+    if cfg.init == "random":
+        return None
+    if cfg.init == "vocab":
+        return words(sample_vocab(tokenizer, cfg.num_tokens, vocab_seed(cfg)))
+    if cfg.init == "labels":
+        return label_values(cfg, words, tokenizer)
+    # the text as one sequence: at key/value sites each token's activations see the ones before it
+    ids = torch.tensor(tokenizer(cfg.init_text, add_special_tokens=False)["input_ids"])
+    if len(ids) == 0:
+        raise ValueError(f"init_text {cfg.init_text!r} has no tokens")
+    return words(cycle(ids, cfg.num_tokens))
+
+
+def vocab_seed(cfg: WordInitConfig) -> int:
+    return cfg.init_seed if cfg.init_seed is not None else torch.initial_seed()
+
+
+def label_values(cfg: WordInitConfig, words, tokenizer) -> torch.Tensor:
+    if not cfg.label_words:
+        raise ConfigError("method.producer.label_words: init 'labels' needs the task's label words "
+                          "(the caller fills them from the task's verbalizer)")
+    rows = []
+    for word in cfg.label_words:
+        ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError(f"label word {word!r} has no tokens")
+        rows.append(words(torch.tensor(ids)).mean(0))  # multi-token label: mean
+    labels = torch.stack(rows)[: cfg.num_tokens]
+    rest = cfg.num_tokens - len(labels)
+    if rest == 0:
+        return labels
+    if cfg.label_fill == "cycle":
+        return labels[cycle(torch.arange(len(labels)), cfg.num_tokens)]
+    return torch.cat([labels, words(sample_vocab(tokenizer, rest, vocab_seed(cfg)))])
 
 
 def cycle(ids: torch.Tensor, n: int) -> torch.Tensor:
