@@ -42,7 +42,7 @@ def encode(tokenizer, examples, max_length: int, template=None) -> Encoded:
     seconds = [p[1] for p in pairs]
     has_pair = any(s is not None for s in seconds)
     kwargs = {"text_pair": [s or "" for s in seconds]} if has_pair else {}
-    full = tokenizer(texts, truncation=False, **kwargs)["input_ids"]
+    full = tokenizer(texts, truncation=False, verbose=False, **kwargs)["input_ids"]  # only counts; no length warning
     truncated = sum(len(ids) > max_length for ids in full)
     enc = tokenizer(texts, truncation=True, max_length=max_length, **kwargs)
     types = enc.get("token_type_ids") if has_pair else None
