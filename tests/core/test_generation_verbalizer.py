@@ -50,10 +50,15 @@ def test_generate_without_prompt_matches_hf_greedy(name):
 def test_generate_with_prompts(name, method):
     model = build(name, method).eval()
     ids, mask, _ = batch(model.backbone.tokenizer, TEXTS[:2], "left" if name != "tiny-t5" else "right")
-    out = model.generate(ids, mask, max_new_tokens=4)
-    assert out.shape[0] == 2 and 1 <= out.shape[1] <= 5
-    again = model.generate(ids, mask, max_new_tokens=4)
-    assert torch.equal(out, again)
+    out = model.generate(ids, mask, max_new_tokens=4, eos_token_id=-1)
+    assert out.shape == (2, 4)
+    assert torch.equal(out, model.generate(ids, mask, max_new_tokens=4, eos_token_id=-1))
+    if name != "tiny-t5":  # greedy: the first token is the argmax after the prompt and the text
+        with torch.no_grad():
+            logits = model.prefill(ids, mask)[0]
+            plain = build(name, "head-only").eval().prefill(ids, mask)[0]
+        assert torch.equal(out[:, 0], logits.argmax(-1))
+        assert not torch.allclose(logits, plain, atol=1e-4)  # the prompt is in the decoding
 
 
 def test_generate_refuses_encoders():
@@ -64,11 +69,28 @@ def test_generate_refuses_encoders():
 
 
 def test_zero_shot_calibration_removes_the_content_free_prior(data_dir):
+    """The reported accuracy is the argmax of the calibrated scores, which are the raw scores minus one
+    per-label constant (the content-free prompt's scores, Zhao et al. 2021)."""
+    import numpy as np
+
+    from softprompt.tasks import get_task, load_split_with_report
+    from softprompt.train import zero_shot as zs
     from softprompt.train.inference import evaluate_zero_shot
 
-    raw = evaluate_zero_shot("tiny-llama", "sst2", "validation", data_dir, limit=12, calibrate=False)
-    cal = evaluate_zero_shot("tiny-llama", "sst2", "validation", data_dir, limit=12, calibrate=True)
-    assert raw["calibrated"] is False and cal["calibrated"] is True
+    bb, task = load_backbone("tiny-llama"), get_task("sst2")
+    examples, _ = load_split_with_report(task, "validation", data_dir, 12, 0)
+    enc = zs.encode_prompts(task, bb.tokenizer, examples, 256)
+    model = zs.zero_shot_model(bb, task)
+    raw_logits = zs.zero_shot_logits(model, task, enc, 256, 16, False)
+    cal_logits = zs.zero_shot_logits(model, task, enc, 256, 16, True)
+    shift = raw_logits - cal_logits
+    np.testing.assert_allclose(shift, np.broadcast_to(shift[0], shift.shape), atol=1e-5)  # one constant per label
+    assert np.abs(shift[0]).min() > 0
+    raw = evaluate_zero_shot("tiny-llama", "sst2", "validation", data_dir, limit=12, calibrate=False, backbone=bb)
+    cal = evaluate_zero_shot("tiny-llama", "sst2", "validation", data_dir, limit=12, calibrate=True, backbone=bb)
+    labels = enc.labels.astype(int)
+    assert raw["scores"]["accuracy"] == pytest.approx(100 * np.mean(raw_logits.argmax(-1) == labels))
+    assert cal["scores"]["accuracy"] == pytest.approx(100 * np.mean(cal_logits.argmax(-1) == labels))
     assert cal["examples"] == raw["examples"] == 12
 
 

@@ -7,7 +7,8 @@ from softprompt.runners.kv_cache import KVCache
 
 def test_update_appends_in_place_and_returns_everything():
     cache = KVCache()
-    prefix = torch.randn(2, 3, 4, 5)
+    big = torch.randn(2, 3, 8, 5)  # a shared prefix seen through a view with spare room after it
+    prefix, original = big[:, :, :4], big.clone()
     cache.seed(0, prefix, prefix + 1)
     first = torch.randn(2, 3, 6, 5)
     k, v = cache.update(first, first * 2, 0)
@@ -20,7 +21,7 @@ def test_update_appends_in_place_and_returns_everything():
     assert cache.keys[0].data_ptr() == buffer  # no copy of the whole cache per step
     assert torch.equal(k, torch.cat([prefix, first, *steps], 2))
     assert torch.equal(v, torch.cat([prefix + 1, first * 2, *[-s for s in steps]], 2))
-    assert torch.equal(prefix, prefix.clone())  # the seeded prefix itself is never written
+    assert torch.equal(big, original)  # neither the seeded prefix nor what lies past its view is written
 
 
 def test_concat_and_select_keep_held_columns_only():

@@ -110,8 +110,20 @@ def test_prefix_mlp_folds_to_identical_static_prefix():
 def test_any_producer_at_any_site():
     model = build("tiny-llama", "custom", producer={"kind": "attention", "num_tokens": 3}, site={"kind": "kv", "layers": [1]})
     ids, mask, _ = batch(model.backbone.tokenizer, TEXTS, "left")
-    assert model(ids, mask).logits.shape == (4, 2)
+    model.eval()
     assert model.boundary == 1
+    seen = []
+    model.runner.layers[0].register_forward_hook(lambda mod, args, out: seen.append(out[0] if isinstance(out, tuple) else out))
+    with torch.no_grad():
+        logits = model(ids, mask).logits
+        hook = model.producer.register_forward_hook(lambda mod, args, out: out * 3)
+        scaled = model(ids, mask).logits
+        hook.remove()
+        alone = torch.cat([model(ids[i:i + 1], mask[i:i + 1]).logits for i in range(4)])
+    assert logits.shape == (4, 2)
+    assert not torch.allclose(logits, scaled, atol=1e-4)  # the attention producer's prompt is used ...
+    assert torch.equal(seen[0], seen[1])  # ... from layer 1 on: layer 0 never sees it
+    assert torch.allclose(logits, alone, atol=1e-5)  # each row's prompt is its own
 
 
 @pytest.mark.parametrize(

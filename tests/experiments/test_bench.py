@@ -35,8 +35,14 @@ def test_tiny_grid_runs_end_to_end_and_reports(tmp_path, data_dir, capsys):
     assert train["run_dir"] == str(run_dir) and train["machine"]["cores"] >= 1 and "softprompt bench" in train["command"]
     assert train["curve"]["eval"] and train["train_config"]["train_limit"] == 32
     assert (out / "tiny" / "cells" / f"{cells[1]}.json").stat().st_size < 20_000  # small enough to commit
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert train["score"] == pytest.approx(summary["test"]["scores"]["accuracy"])  # the trainer's held-out score
     ev = json.loads((out / "tiny" / "cells" / f"{cells[3]}.json").read_text())
     assert ev["kind"] == "eval" and ev["eval_task"] == "fpb-binary" and ev["examples"] == 12 and ev["task"] == "sst2"
+    from softprompt.train.inference import evaluate_adapter
+
+    again = evaluate_adapter(str(run_dir / "adapter"), "fpb-binary", "test", data_dir, 12)
+    assert ev["score"] == pytest.approx(again["scores"]["accuracy"])  # this cell's adapter on that split
     manifest = json.loads((out / "tiny" / "manifest.json").read_text())
     run = manifest["runs"][-1]
     assert run["status"] == "complete" and run["ran"] == 4 and "softprompt bench" in run["command"]
@@ -50,6 +56,7 @@ def test_tiny_grid_runs_end_to_end_and_reports(tmp_path, data_dir, capsys):
     assert report.main([str(out)]) == 0
     md = (out / "report" / "tiny.md").read_text()
     assert "| prompt-tuning |" in md and "| id-spam |" in md and "sst2 (accuracy)" in md
+    assert f"| id-spam | {train['score']:.1f}" in md or f"| id-spam | **{train['score']:.1f}**" in md
     assert "fpb-binary test (accuracy)" in md and "softprompt bench" in md and "tiny-bert" in md and "quick" in md
     html = (out / "report" / "index.html").read_text()
     assert "<table>" in html and "img/tiny-curve-train-sst2-tiny-bert.png" in html

@@ -41,12 +41,15 @@ def test_text_to_text_cross_domain_cells_generate_and_write_outputs(tmp_path, da
     train = json.loads((cells / "prompt-tuning_sst2-t2t_tiny-llama_s0.json").read_text())
     assert train["kind"] == "train" and {"accuracy", "unparseable"} <= set(train["scores"])
     assert train["outputs_match_trainer"] is True  # the re-scored test split is the trainer's greedy output
+    assert train["trainer_test_main"] is not None and train["trainer_test_main"] == pytest.approx(train["scores"]["main"])
     assert len(lines(train["outputs"])) == train["examples"] == 6
     ev = json.loads((cells / "prompt-tuning_sst2-t2t_tiny-llama_s0__fpb-binary-t2t-all.json").read_text())
     assert ev["kind"] == "eval" and ev["examples"] == 5 and ev["decoding"] == "greedy"
     assert 0 <= ev["scores"]["unparseable"] <= 5 and ev["score"] == ev["scores"]["accuracy"]
     records = lines(ev["outputs"])
     assert len(records) == 5 and {"id", "input", "prediction", "label", "parsed"} <= set(records[0])
+    assert ev["scores"]["unparseable"] == sum(r["parsed"] is None for r in records)
+    assert ev["score"] == pytest.approx(100 * sum(r["parsed"] == r["label"] for r in records) / 5)
     assert records[0]["input"].startswith("Sentence: ") and ev["outputs"].startswith(str(out / "t2t"))
     assert sum(r["parsed"] is None for r in records) == ev["scores"]["unparseable"]
     zs = json.loads((cells / "zero-shot_tiny-llama__fpb-binary-t2t-all.json").read_text())

@@ -21,7 +21,8 @@ from softprompt.serve.store import AdapterStore
 from tests.serve.helpers import make_adapter, serve_in_thread
 
 pytestmark = pytest.mark.timeout(600)
-UNSUPPORTED = (  # options refused with 400 when set (or past their limits)"n", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "tools",
+# options refused with 400 when set (or past their limits)
+UNSUPPORTED = ("n", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "tools",
                "tool_choice", "response_format", "echo", "best_of", "suffix", "stop")
 
 TOKEN_ENV = "SOFTPROMPT_FUZZ_TOKEN"

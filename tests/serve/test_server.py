@@ -172,6 +172,9 @@ def test_hot_load_classify_unload(url, tmp_path, tiny_bert):
     assert resp.json()["adapter"]["method"] == "lpt" and resp.json()["replaced"] is False
     out = httpx.post(url + "/v1/classify", json={"adapter": "late", "text": "fine"}).json()
     assert out["label"] in ("a", "b", "c") and len(out["scores"]) == 3
+    ref = reference(tmp_path, "late", "fine")  # the hot-loaded weights, not stale or default ones
+    assert torch.allclose(torch.tensor(out["logits"]), ref, atol=1e-5)
+    assert out["label"] == ("a", "b", "c")[int(ref.argmax())]
     assert httpx.delete(url + "/v1/adapters/late", headers=AUTH).json() == {"deleted": "late"}
     assert httpx.post(url + "/v1/classify", json={"adapter": "late", "text": "fine"}).status_code == 404
     assert httpx.delete(url + "/v1/adapters/late", headers=AUTH).status_code == 404

@@ -95,3 +95,14 @@ def test_text_to_text_training_runs_and_reports_generated_labels(tmp_path, data_
     assert set(test) >= {"accuracy", "unparseable", "main"} and 0 <= test["accuracy"] <= 100
     meta = json.loads((tmp_path / "run" / "adapter" / "adapter.json").read_text())
     assert meta["generative"] is True
+    # the saved adapter, loaded and decoded again, gives the reported scores; each output's label is parsed
+    from softprompt.adapter import load_adapter
+    from softprompt.train.generation_eval import evaluate_generation
+
+    again = evaluate_generation(load_adapter(tmp_path / "run" / "adapter"), "sst2-t2t", summary["test"]["split"],
+                                data_dir, 16, max_length=64, out_dir=tmp_path / "again", with_meteor=False)
+    assert again["scores"]["accuracy"] == pytest.approx(test["accuracy"])
+    rows = [json.loads(line) for line in (tmp_path / "again" / "outputs.jsonl").read_text().splitlines()]
+    assert len(rows) == 16
+    assert test["accuracy"] == pytest.approx(100 * sum(r["parsed"] == r["label"] for r in rows) / 16)
+    assert test["unparseable"] == sum(r["parsed"] is None for r in rows)  # a count

@@ -98,8 +98,12 @@ def test_bf16_autocast_keeps_fp32_trainable_weights(tmp_path, data_dir):
     from softprompt.train.trainer import Trainer
 
     trainer = Trainer(config(tmp_path, data_dir, epochs=1, mixed_precision="bf16"), log=lambda *a: None).setup()
+    dtypes = []
+    linear = next(m for m in trainer.unwrapped.runner.layers[-1].modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda mod, args, out: dtypes.append(out.dtype))
     summary = trainer.train()
     assert summary["steps"] == 8
+    assert dtypes and set(dtypes) == {torch.bfloat16}  # the frozen layers ran under bf16 autocast
     assert all(p.dtype == torch.float32 for p in trainer.unwrapped.adapter_params().values())
 
 

@@ -42,6 +42,9 @@ def test_tune_runs_trials_into_sqlite_and_layer_auto_reports_choice(tmp_path, da
     assert report["best_params"]["layer"] == report["layer_search"]["layer"] in (0, 1)
     study = optuna.load_study(study_name="sst2-id-spam-tiny-bert", storage=report["storage"])
     assert len(study.trials) == 2  # persisted: another worker would share it
+    values = [t.value for t in study.trials if t.value is not None]
+    assert report["best_value"] == max(values)
+    assert report["best_params"] == {**study.best_trial.params, "layer": report["layer_search"]["layer"]}
     assert json.loads((tmp_path / "t" / "tune_summary.json").read_text())["trials"] == 2
 
 

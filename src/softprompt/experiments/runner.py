@@ -137,8 +137,8 @@ class GridRunner:
         return {"score": scores.get(cell.metric, scores.get("main")), "scores": scores, "outputs": res["outputs"],
                 "max_new_tokens": res["max_new_tokens"], "decoding": res["decoding"],
                 "trainer_test_main": trainer_scores.get("main"),
-                "outputs_match_trainer": trainer_scores.get("main") is None
-                or abs(float(trainer_scores["main"]) - float(scores["main"])) < 1e-6}
+                "outputs_match_trainer": None if trainer_scores.get("main") is None  # unknown, not a match
+                else abs(float(trainer_scores["main"]) - float(scores["main"])) < 1e-6}
 
     def _peft(self, cell: Cell) -> dict[str, Any]:
         """A peft-library baseline: same data, batches, loss, epochs and seed as a train cell (peft_baseline.py)."""
