@@ -149,9 +149,17 @@ def test_streamed_body_over_the_limit_is_413_and_bad_json_422(url):
     assert resp.status_code == 422 and "JSON" in resp.json()["detail"]
 
 
-def test_long_input_is_truncated_to_the_token_limit(url):
+def test_long_input_is_truncated_to_the_token_limit(url, adapters):
     out = httpx.post(url + "/v1/classify", json={"adapter": "spam", "text": "word " * 90}).json()
     assert out["truncated"] is True
+    limit = {a["name"]: a["max_tokens"] for a in httpx.get(url + "/v1/adapters").json()["adapters"]}["spam"]
+    backbone = load_backbone("tiny-bert")
+    model = load_adapter(adapters / "spam", backbone).eval()
+    enc = backbone.tokenizer("word " * 90, truncation=True, max_length=limit, return_tensors="pt")
+    assert enc["input_ids"].shape[1] == limit
+    with torch.no_grad():  # what the model saw: the input cut to the limit
+        ref = model(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids")).logits[0]
+    assert torch.allclose(torch.tensor(out["logits"]), ref, atol=1e-5)
     assert httpx.post(url + "/v1/classify", json={"adapter": "spam", "text": "short"}).json()["truncated"] is False
 
 

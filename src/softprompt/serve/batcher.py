@@ -169,7 +169,7 @@ class Batcher:
 
     def _encode(self, job: Job) -> Encoded:
         tok, limit = self.tokenizer, job.entry.max_tokens
-        enc = tok(job.text, job.text_pair)
+        enc = tok(job.text, job.text_pair, verbose=False)  # only to see whether it is too long
         truncated = len(enc["input_ids"]) > limit
         if truncated:
             enc = tok(job.text, job.text_pair, truncation=True, max_length=limit)
