@@ -11,9 +11,21 @@ from tests.core.helpers import build
 
 def test_generator_attention_is_a_distribution_over_tokens():
     model = build("tiny-bert", "id-spam").eval()
+    with torch.no_grad():
+        model.producer.wq.weight.mul_(30)  # a peaked attention (the fresh one is near uniform on tiny-bert)
     tokens, received = generator_attention(model, "good film")
     assert len(tokens) == received.shape[0] and tokens[0] == "[CLS]"
     assert torch.isclose(received.sum(), torch.tensor(1.0), atol=1e-5)
+    # by hand: softmax(q k^T / sqrt(d_h)) of the generator's own projections, averaged over heads and queries
+    p = model.producer
+    ids = model.backbone.tokenizer("good film", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        e = model.runner.token_embeddings(ids)[0]
+        h, d = p.cfg.heads, e.shape[-1]
+        q, k = p.wq(e).view(-1, h, d // h).transpose(0, 1), p.wk(e).view(-1, h, d // h).transpose(0, 1)
+        expected = (q @ k.transpose(-1, -2) / (d // h) ** 0.5).softmax(-1).mean((0, 1))
+    assert torch.allclose(received, expected, atol=1e-6)
+    assert not torch.allclose(received, torch.full_like(received, 1 / len(tokens)), atol=1e-4)  # not uniform
 
 
 def test_nearest_tokens_find_the_vocabulary_a_prompt_was_initialised_from():
