@@ -46,6 +46,13 @@ def test_frozen_state_cache_changes_nothing_but_speed(tmp_path, data_dir, method
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_best_adapter(tmp_path, data_dir):
+    at_eval, best = {}, {}
+
+    def snapshot(trainer, step, scores):  # the weights each evaluation saw, and which one was best so far
+        at_eval[step] = {k: v.detach().clone() for k, v in trainer.unwrapped.adapter_params().items()}
+        if not best or scores["main"] > best["score"]:
+            best.update(step=step, score=scores["main"])
+
     def poison(trainer, progress):
         if progress["global_step"] == 9:
             with torch.no_grad():
@@ -53,9 +60,12 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_best_adapter(tmp_path
                     p.fill_(float("nan"))
 
     with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2"):
-        train(config(tmp_path, data_dir), log=lambda *a: None, callbacks=[poison])
+        train(config(tmp_path, data_dir), log=lambda *a: None, callbacks=[poison], eval_callbacks=[snapshot])
     tensors = load_file(str(tmp_path / "run" / "adapter" / "adapter.safetensors"))
     assert all(torch.isfinite(t).all() for t in tensors.values())
+    expected = at_eval[best["step"]]
+    assert set(tensors) == set(expected)
+    assert all(torch.equal(tensors[k], expected[k].to(tensors[k].dtype)) for k in tensors)  # the best step's weights
 
 
 def test_cli_train_eval_predict_round_trip(tmp_path, data_dir, capsys):
