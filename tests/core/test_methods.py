@@ -132,6 +132,8 @@ def test_any_producer_at_any_site():
         ({"producer": {"kind": "nope"}}, "method.producer.kind: unknown 'nope'"),
         ({"producer": {"kind": "static", "colour": 1}}, "unknown field"),
         ({"producer": {"kind": "router", "top_k": 9}}, "top_k must be in 1..num_prompts"),
+        ({"producer": {"kind": "mlp", "init_steps": 0}}, "method.producer: init_steps must be >= 1"),
+        ({"producer": {"kind": "mlp", "init": "text"}}, "method.producer: init: text needs init_text"),
         ({"site": {"kind": "sideways"}}, "method.site.kind: unknown 'sideways'; expected one of embeddings, layer, kv"),
         ({"site": {"kind": "layer", "layers": [1]}}, "method.site.layers: only for site kind 'kv'"),
         ({"site": {"kind": "kv", "layer": 1}}, "method.site.layer: only for site kind 'layer'"),
