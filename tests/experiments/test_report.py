@@ -127,3 +127,32 @@ def test_cells_at_the_majority_floor_are_listed_with_their_curves_and_skips_are_
     assert "training loss 0.698 → 0.661" in line  # means of the first and last 4 of 40 logged losses
     assert "lpt_rte_tiny-bert_s1" not in md.split("**At the majority-class floor**")[1].split("**Skipped")[0]
     assert "- 3 cell(s) (`lpt_mnli_tiny-bert_s0` … `lpt_mnli_tiny-bert_s2`): mnli is hub-only" in md
+
+
+def test_versus_pairs_give_seed_paired_differences(tmp_path):
+    spec = craft(tmp_path)
+    manifest = json.loads((spec / "manifest.json").read_text())
+    manifest["versus"] = [["id-spam", "prompt-tuning"], ["prompt-tuning", "lora"]]
+    (spec / "manifest.json").write_text(json.dumps(manifest))
+    assert report.main([str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "crafted.md").read_text()
+    assert "**Seed-paired differences — sst2 (accuracy), tiny-bert**" in md
+    assert "| Method | seed 0 | seed 1 | seed 2 | Mean |" in md
+    # sst2: id-spam 84/85/86 vs prompt-tuning 80/82/84; lora 95 on every seed
+    assert "| id-spam − prompt-tuning (ahead on 3 of 3) | 4.00 | 3.00 | 2.00 | 3.00 |" in md
+    assert "| prompt-tuning − lora (ahead on 0 of 3) | -15.00 | -13.00 | -11.00 | -13.00 |" in md
+    # mrpc: id-spam has no seed 2, so that difference is left out, not invented
+    assert "| id-spam − prompt-tuning (ahead on 2 of 2) | 10.00 | 12.00 | – | 11.00 † |" in md
+
+
+def test_versus_must_name_two_methods_of_the_spec(tmp_path):
+    import pytest
+
+    from softprompt.errors import ConfigError
+    from softprompt.experiments.spec import parse_spec
+
+    data = {"name": "v", "methods": ["prompt-tuning", "lora"], "tasks": ["sst2"], "backbones": ["tiny-bert"],
+            "versus": [["prompt-tuning", "nope"]]}
+    with pytest.raises(ConfigError, match=r"versus\[0\]: expected two different method labels \[a, b\] of this spec "
+                                          r"\(prompt-tuning, lora\), got \['prompt-tuning', 'nope'\]"):
+        parse_spec(data)

@@ -313,7 +313,8 @@ def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path | 
         "few_shot": {**spec.few_shot, "pairs": [dataclasses.asdict(p) for p in spec.few_shot["pairs"]]}
         if spec.few_shot else None,
         "zero_shot": {"backbone": spec.zero_shot["backbone"]} if spec.zero_shot else None,
-        "layers": spec.layers, "metric": spec.metric, "published": spec.published, "cells": len(cells),
+        "layers": spec.layers, "metric": spec.metric, "published": spec.published, "versus": spec.versus,
+        "cells": len(cells),
     })
     manifest.setdefault("runs", []).append(entry)
     write_json_atomic(manifest_path, manifest)

@@ -750,8 +750,32 @@ def _duration(seconds: Any) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
+def versus_tables(sr: SpecResults) -> list[Table]:
+    """Seed-paired differences a - b on the main score, for the spec's `versus` pairs (same task, backbone, seed)."""
+    tables = []
+    cells = [r for r in sr.results if r.get("kind") in ("train", "peft") and r.get("layer") is None
+             and r.get("score") is not None]
+    for backbone, task in _unique((r.get("backbone"), r["task"]) for r in cells):
+        score = {(r["method"], r.get("seed")): r["score"] for r in cells
+                 if r.get("backbone") == backbone and r["task"] == task}
+        seeds = sorted(_unique(seed for _, seed in score), key=str)
+        rows = []
+        for a, b in sr.manifest.get("versus") or []:
+            diffs = {f"seed {s}": [score[a, s] - score[b, s]] for s in seeds if (a, s) in score and (b, s) in score}
+            if diffs:
+                ahead = sum(v[0] > 0 for v in diffs.values())
+                rows.append(Row(f"{a} − {b} (ahead on {ahead} of {len(diffs)})", diffs, False))
+        if rows:
+            metric = _unique(r.get("metric") for r in cells if r["task"] == task)
+            tables.append(Table(f"Seed-paired differences — {task} ({'/'.join(m for m in metric if m)}), {backbone}",
+                                [f"seed {s}" for s in seeds], rows, better=None, decimals=2,
+                                note="a − b on the same seed (same data order and batches); Mean: over the seeds "
+                                     "both have"))
+    return tables
+
+
 def spec_tables(sr: SpecResults) -> list[Table]:
-    return (main_tables(sr) + generation_tables(sr) + transfer_tables(sr) + few_shot_tables(sr) + sweep_tables(sr) + params_tables(sr)
+    return (main_tables(sr) + versus_tables(sr) + generation_tables(sr) + transfer_tables(sr) + few_shot_tables(sr) + sweep_tables(sr) + params_tables(sr)
             + timing_tables(sr) + published_tables(sr))
 
 

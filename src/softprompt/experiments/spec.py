@@ -26,6 +26,7 @@
     params: {backbones: [minilm-l6, mpnet-base]}           # trainable parameters per method (parameter_table)
     timing: true                                           # also time inference per sample
     published: [{title: ..., columns: [...], rows: {method: [values]}}]  # paper numbers, shown as is
+    versus: [[prefix-tuning, peft-prefix-tuning]]          # seed-paired differences a - b in the report
 
 Method entries with `peft:` are baselines trained by the peft library (experiments/peft_baseline.py,
 generation tasks on decoders): {label: peft-prompt-tuning, peft: {peft_type: PROMPT_TUNING,
@@ -77,7 +78,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 TOP_LEVEL = (
     "name", "title", "description", "reference", "methods", "tasks", "backbones", "seeds", "metric", "train",
     "task_overrides", "method_overrides", "profiles", "eval_tasks", "zero_shot", "layers", "pairs", "few_shot",
-    "params", "timing", "published", "eval_limit",
+    "params", "timing", "published", "eval_limit", "versus",
 )
 PROFILE_KEYS = ("seeds", "backbones", "tasks", "train", "task_overrides", "method_overrides", "eval_limit", "layers",
                 "few_shot", "params", "eval_tasks", "pairs")
@@ -135,6 +136,7 @@ class Spec:
     params: dict[str, Any] | None = None
     timing: bool = False
     published: list[dict[str, Any]] = field(default_factory=list)
+    versus: list[list[str]] = field(default_factory=list)  # [a, b]: seed-paired differences a - b
     path: str | None = None
     profile: str | None = None  # set by for_profile
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -489,6 +491,13 @@ def parse_spec(data: dict[str, Any], path: str | None = None, where: str | None 
         if not isinstance(table.get("columns"), list) or not isinstance(table.get("rows"), dict):
             raise ConfigError(f"{where}: published[{i}]: expected 'columns' (a list) and 'rows' (method: [values])")
 
+    labels = [m.label for m in methods]
+    versus = _list(data, "versus", where)
+    for i, pair in enumerate(versus):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(p in labels for p in pair) and pair[0] != pair[1]):
+            raise ConfigError(f"{where}: versus[{i}]: expected two different method labels [a, b] of this spec "
+                              f"({', '.join(labels)}), got {pair!r}")
+
     trains_something = bool(methods and (tasks or pairs))
     if not (trains_something or zero_shot or params):
         raise ConfigError(f"{where}: nothing to run: give methods and tasks (or pairs), zero_shot or params")
@@ -504,7 +513,7 @@ def parse_spec(data: dict[str, Any], path: str | None = None, where: str | None 
         metric=metric, train=train, task_overrides=task_overrides, method_overrides=method_overrides,
         profiles=profiles, eval_tasks=eval_tasks, eval_limit=eval_limit, zero_shot=zero_shot, layers=layers,
         pairs=pairs, few_shot=few_shot, params=params, timing=bool(data.get("timing", False)), published=published,
-        path=path, raw=copy.deepcopy(data),
+        versus=[list(p) for p in versus], path=path, raw=copy.deepcopy(data),
     )
 
 
