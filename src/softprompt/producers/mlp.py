@@ -51,7 +51,8 @@ class MLPPrompt(Producer):
         target = word_values(self.cfg, words, tokenizer)
         if target is None:
             return
-        target = target.to(self.embedding.weight)
+        self.to(target.device)  # fitted where the frozen model runs (a GPU for big models)
+        target = target.to(self.embedding.weight.dtype)
         opt = torch.optim.Adam(self.mlp.parameters(), lr=self.cfg.init_lr)  # the embedding stays as drawn
         losses = []
         for _ in range(self.cfg.init_steps):
