@@ -137,7 +137,7 @@ def test_versus_pairs_give_seed_paired_differences(tmp_path):
     assert report.main([str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "crafted.md").read_text()
     assert "**Seed-paired differences — sst2 (accuracy), tiny-bert**" in md
-    assert "| Method | seed 0 | seed 1 | seed 2 | Mean |" in md
+    assert "| a − b | seed 0 | seed 1 | seed 2 | Mean |" in md
     # sst2: id-spam 84/85/86 vs prompt-tuning 80/82/84; lora 95 on every seed
     assert "| id-spam − prompt-tuning (ahead on 3 of 3) | 4.00 | 3.00 | 2.00 | 3.00 |" in md
     assert "| prompt-tuning − lora (ahead on 0 of 3) | -15.00 | -13.00 | -11.00 | -13.00 |" in md

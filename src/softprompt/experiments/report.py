@@ -768,7 +768,7 @@ def versus_tables(sr: SpecResults) -> list[Table]:
         if rows:
             metric = _unique(r.get("metric") for r in cells if r["task"] == task)
             tables.append(Table(f"Seed-paired differences — {task} ({'/'.join(m for m in metric if m)}), {backbone}",
-                                [f"seed {s}" for s in seeds], rows, better=None, decimals=2,
+                                [f"seed {s}" for s in seeds], rows, better=None, decimals=2, first_header="a − b",
                                 note="a − b on the same seed (same data order and batches); Mean: over the seeds "
                                      "both have"))
     return tables
