@@ -54,14 +54,13 @@ class MLPPrompt(Producer):
         self.to(target.device)  # fitted where the frozen model runs (a GPU for big models)
         target = target.to(self.embedding.weight.dtype)
         opt = torch.optim.Adam(self.mlp.parameters(), lr=self.cfg.init_lr)  # the embedding stays as drawn
-        losses = []
-        for _ in range(self.cfg.init_steps):
+        for step in range(self.cfg.init_steps):
             loss = nn.functional.mse_loss(self.forward()[0], target)
+            first = loss.item() if step == 0 else first  # one host sync at each end, not per step
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(loss.item())
-        self.init_fit = (losses[0], losses[-1])
+        self.init_fit = (first, loss.item())
 
     @torch.no_grad()
     def fold(self) -> Producer:

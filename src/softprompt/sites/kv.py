@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 
 from softprompt.errors import ConfigError
+from softprompt.runners.kv_cache import KVCache
+from softprompt.runners.loop import run_layers, start_sequence
 from softprompt.sites.base import Flow, Site, SiteConfig
 
 
@@ -44,9 +46,6 @@ class KVSite(Site):
         if runner.decoder_layers:
             raise ConfigError("method.producer.init: key/value prefixes of an encoder-decoder also go to the "
                               "decoder, which reads no words; initialise them randomly")
-        from softprompt.runners.kv_cache import KVCache
-        from softprompt.runners.loop import run_layers, start_sequence
-
         ids = ids.to(runner.word_embeddings.weight.device)[None]
         cache = KVCache()
         seq, tok = start_sequence(runner, [], ids, torch.ones_like(ids))
