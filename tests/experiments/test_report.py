@@ -156,3 +156,17 @@ def test_versus_must_name_two_methods_of_the_spec(tmp_path):
     with pytest.raises(ConfigError, match=r"versus\[0\]: expected two different method labels \[a, b\] of this spec "
                                           r"\(prompt-tuning, lora\), got \['prompt-tuning', 'nope'\]"):
         parse_spec(data)
+
+
+def test_a_run_without_an_end_record_is_reported_as_killed(tmp_path):
+    spec = craft(tmp_path)
+    manifest = json.loads((spec / "manifest.json").read_text())
+    killed = {"command": "softprompt bench crafted.yaml --only '*_s0'", "status": "running", "started": "t0"}
+    manifest["runs"] = [killed, *manifest["runs"], {**killed, "command": "softprompt bench crafted.yaml"}]
+    (spec / "manifest.json").write_text(json.dumps(manifest))
+    assert report.main([str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
+    runs = [line for line in (tmp_path / "rep" / "crafted.md").read_text().splitlines() if line.startswith("- Run ")]
+    assert len(runs) == 3
+    assert "status killed (no end recorded; its finished cells are kept)" in runs[0]
+    assert "status complete, ran 17 cell(s)" in runs[1]
+    assert "status running, or killed (no end recorded)" in runs[2]

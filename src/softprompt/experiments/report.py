@@ -639,7 +639,8 @@ def provenance(sr: SpecResults) -> list[str]:
         mach = run.get("machine") or {}
         lines.append(
             f"- Run {i}: `{run.get('command', '?')}` — {run.get('started', '?')} → {run.get('finished', '?')}, "
-            f"wall {_duration(run.get('wall_s'))}, status {run.get('status', '?')}, ran {run.get('ran', '?')} cell(s)"
+            f"wall {_duration(run.get('wall_s'))}, status {_run_status(run, last=i == len(runs))}, "
+            f"ran {run.get('ran', '?')} cell(s)"
             + (f", failed {len(run['failed'])}" if run.get("failed") else "")
             + (f"; machine: {mach.get('platform', '?')}, {mach.get('cores', '?')} cores, {mach.get('device', '?')}, "
                f"torch {mach.get('torch', '?')}" if mach else ""))
@@ -737,6 +738,14 @@ def cell_times(sr: SpecResults) -> list[str]:
         lines.append(f"| {r.get('cell')} | {r.get('kind')} | {r.get('metric') or ''} | "
                      f"{f'{score:.2f}' if isinstance(score, (int, float)) else ''} | {_duration(r.get('wall_s'))} |")
     return lines + ["", "</details>", ""]
+
+
+def _run_status(run: dict, last: bool) -> str:
+    """A run still marked "running" was killed before it could record its end (SIGKILL, lost machine)."""
+    status = run.get("status", "?")
+    if status != "running":
+        return status
+    return "running, or killed (no end recorded)" if last else "killed (no end recorded; its finished cells are kept)"
 
 
 def _duration(seconds: Any) -> str:
