@@ -156,6 +156,19 @@ def test_spec_change_after_results_is_refused(tmp_path, data_dir, monkeypatch):
         run_grid(spec, "quick", tmp_path / "r", data_dir, **QUIET)
 
 
+def test_scores_of_an_adapter_that_will_be_retrained_are_refused(tmp_path, data_dir, monkeypatch):
+    """A removed (e.g. stale) training cell takes the cells that scored its adapter with it."""
+    monkeypatch.setattr(trainer_module, "train", lambda cfg, **kw: pytest.fail("nothing may train"))
+    spec = tiny_spec(tmp_path, methods=["id-spam"], eval_tasks=[{"task": "imdb", "split": "test", "limit": 8}])
+    ev = next(c for c in expand(spec, "quick", data_dir) if c.kind == "eval")
+    d = tmp_path / "r" / "tiny" / "cells"
+    d.mkdir(parents=True)
+    (d / f"{ev.id}.json").write_text(json.dumps({"cell": ev.id, "cell_key": ev.key(), "score": 1.0}))
+    with pytest.raises(ConfigError, match=rf"score an adapter whose training cell is not finished "
+                                          rf"\(e.g. {ev.id} needs {ev.needs}\); remove them too"):
+        run_grid(spec, "quick", tmp_path / "r", data_dir, **QUIET)
+
+
 def test_repository_specs_expand(data_dir):
     """Every spec in experiments/ loads under both profiles; hub-only tasks are skipped offline with a reason."""
     from pathlib import Path

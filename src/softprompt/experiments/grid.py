@@ -297,6 +297,10 @@ def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path | 
     if stale:
         raise ConfigError(f"{store.cells_dir}: {len(stale)} finished cell(s) were made with another configuration "
                           f"(e.g. {stale[0]}); the spec changed since: use another --results or remove them")
+    orphans = [c for c in cells if c.needs and c.id in existing and c.needs not in existing]
+    if orphans:  # their adapter will be trained anew: their scores are of the old one
+        raise ConfigError(f"{store.cells_dir}: {len(orphans)} finished cell(s) score an adapter whose training cell "
+                          f"is not finished (e.g. {orphans[0].id} needs {orphans[0].needs}); remove them too")
 
     provenance = {**git_commit(), "machine": machine()}
     root = _data_root(data_dir)
