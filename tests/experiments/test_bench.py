@@ -209,3 +209,25 @@ def test_only_filter_adds_dependencies(tmp_path, data_dir):
     assert [c.id for c in chosen] == ["id-spam_sst2_tiny-bert_s0", "id-spam_sst2_tiny-bert_s0__fpb-binary-validation"]
     with pytest.raises(ConfigError, match="matches no cell"):
         select(cells, "nothing-like-this")
+
+
+def test_eval_target_reads_its_own_number_of_tokens(tmp_path, data_dir):
+    """`eval_tasks: [{..., max_length: N}]` scores long inputs (reviews) at N tokens, not the run's length."""
+    spec = tiny_spec(tmp_path, methods=["id-spam"], eval_tasks=[{"task": "imdb", "split": "test", "limit": 6,
+                                                                   "max_length": 20}])
+    ev = next(c for c in expand(spec, "quick", data_dir) if c.kind == "eval")
+    assert ev.max_length == 20 and ev.id == "id-spam_sst2_tiny-bert_s0__imdb-test"
+    out = tmp_path / "r"
+    run_grid(spec, "quick", out, data_dir, **QUIET)
+    res = json.loads((out / "tiny" / "cells" / f"{ev.id}.json").read_text())
+    assert res["max_length"] == 20 and res["eval_max_length"] == 20 and res["examples"] == 6
+    from softprompt.train.inference import evaluate_adapter
+
+    adapter = str(out / "tiny" / ev.needs / "run" / "adapter")
+    at_20 = evaluate_adapter(adapter, "imdb", "test", data_dir, 6, max_length=20)
+    assert res["score"] == pytest.approx(at_20["scores"]["accuracy"]) and res["truncated"] == at_20["truncated"]
+    assert evaluate_adapter(adapter, "imdb", "test", data_dir, 6)["max_length"] == 32  # the run's, by default
+    assert report.main([str(out)]) == 0
+    assert "imdb test, 20 tokens (accuracy)" in (out / "report" / "tiny.md").read_text()
+    with pytest.raises(ConfigError, match=r"eval_tasks\[0\]\.max_length: expected a positive integer, got 0"):
+        load_spec(tiny_spec(tmp_path, name="bad", eval_tasks=[{"task": "imdb", "split": "test", "max_length": 0}]))

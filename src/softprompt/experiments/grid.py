@@ -165,19 +165,20 @@ def expand(spec: Spec | str | Path, profile: str | None = "quick", data_dir=None
         limits = [x for x in (target_limit, spec.eval_limit) if x is not None]
         return min(limits) if limits else None
 
-    def eval_cell(src: Cell, task: str, split: str | None, limit: int | None, same_labels: bool) -> None:
+    def eval_cell(src: Cell, task: str, split: str | None, limit: int | None, same_labels: bool,
+                  max_length: int | None = None) -> None:
         split = split or default_split(task)
         reason = src.skip and f"needs {src.id}, which is skipped: {src.skip}"
         reason = reason or _offline_reason(task, split, root, f"evaluating on {task}")
         add(Cell(f"{src.id}__{task}-{split}", "eval", src.backbone, src.method, src.method_config, src.soft_prompt,
                  src.backbone_mode, task=src.task, eval_task=task, split=split, seed=src.seed, layer=src.layer,
                  limit=limit_for(limit), needs=src.id, same_labels=same_labels, metric=spec.metric_for(task),
-                 skip=reason))
+                 max_length=max_length, skip=reason))
 
     for src in trained:
         if src.task in spec.tasks:
             for target in spec.eval_tasks:
-                eval_cell(src, target.task, target.split, target.limit, False)
+                eval_cell(src, target.task, target.split, target.limit, False, target.max_length)
     for pair in spec.pairs:
         for src in trained:
             if src.task == pair.train and src.layer is None:
@@ -221,7 +222,7 @@ def expand(spec: Spec | str | Path, profile: str | None = "quick", data_dir=None
             add(Cell(f"zero-shot_{_slug(zs['backbone'])}__{target.task}-{split}", "zero-shot", zs["backbone"],
                      method=f"zero-shot ({zs['backbone']})", eval_task=target.task, split=split,
                      limit=limit_for(target.limit), metric=spec.metric_for(target.task),
-                     max_length=zs.get("max_length") or 256, generation=generation,
+                     max_length=target.max_length or zs.get("max_length") or 256, generation=generation,
                      skip=_offline_reason(target.task, split, root, f"evaluating on {target.task}")))
     if spec.params:
         for backbone in spec.params["backbones"]:

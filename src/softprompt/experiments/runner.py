@@ -257,11 +257,13 @@ class GridRunner:
         if cell.same_labels:  # declared in the spec: label i means the same in both tasks (MRPC <-> QQP)
             model.adapter_meta = {**meta, "label_names": list(get_task(cell.eval_task).label_names)}
         t0 = time.perf_counter()
-        res = evaluate_adapter(src, cell.eval_task, cell.split, self.root, cell.limit, model=model)
+        res = evaluate_adapter(src, cell.eval_task, cell.split, self.root, cell.limit, max_length=cell.max_length,
+                               model=model)
         scores = res["scores"]
         return {"score": scores.get(cell.metric, scores.get("main")), "scores": scores, "split": res["split"],
                 "examples": res["examples"], "truncated": res["truncated"], "eval_seconds": time.perf_counter() - t0,
-                "data": res["data"], "source_retrained": retrained}
+                "data": res["data"], "source_retrained": retrained, "max_length": res["max_length"],
+                **({"eval_max_length": cell.max_length} if cell.max_length else {})}
 
     def _eval_generation(self, cell: Cell) -> dict[str, Any]:
         """A generative adapter (or a peft baseline) scored on another generation task by generated output."""

@@ -102,6 +102,7 @@ class EvalTarget:
     task: str
     split: str | None = None  # None: validation where labeled, else test
     limit: int | None = None
+    max_length: int | None = None  # tokens read per example (None: the trained run's max_length)
 
 
 @dataclass
@@ -290,16 +291,18 @@ def _eval_target(entry: Any, where: str) -> EvalTarget:
     if isinstance(entry, str):
         entry = {"task": entry}
     entry = _mapping(entry, where)
-    unknown = sorted(set(entry) - {"task", "split", "limit"})
+    unknown = sorted(set(entry) - {"task", "split", "limit", "max_length"})
     if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; expected task, split, limit")
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; expected task, split, limit, max_length")
     if "task" not in entry:
         raise ConfigError(f"{where}: field 'task' is required")
     task = _task(entry["task"], f"{where}.task")
-    limit = entry.get("limit")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise ConfigError(f"{where}.limit: expected a positive integer, got {limit!r}")
-    return EvalTarget(task, _split(task, entry.get("split"), f"{where}.split"), limit)
+    for key in ("limit", "max_length"):
+        value = entry.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"{where}.{key}: expected a positive integer, got {value!r}")
+    return EvalTarget(task, _split(task, entry.get("split"), f"{where}.split"), entry.get("limit"),
+                      entry.get("max_length"))
 
 
 def _pair(entry: Any, where: str) -> Pair:

@@ -50,7 +50,7 @@ def evaluate_adapter(path, task_name: str, split: str | None = None, data_dir=No
         )
     if split is None:
         split = "validation" if "validation" in task.splits and "validation" not in task.unlabeled_splits else "test"
-    max_length = max_length or _run_max_length(Path(path)) or 256
+    max_length = max_length or _run_max_length(Path(path)) or meta.get("max_length") or 256  # as trained
     examples, report = load_split_with_report(task, split, data_dir, limit, 0)
     enc = encode(model.backbone.tokenizer, examples, max_length)
     logits = predict_logits(model, enc, batch_size, model.backbone.tokenizer)

@@ -357,7 +357,8 @@ class Trainer:
                             time_to_best=progress["train_seconds"], best_scores=scores)
             if self.accelerator.is_main_process:
                 save_adapter(self.unwrapped, self.run_dir / "adapter", task=self.task.name,
-                             label_names=list(self.task.label_names), train_step=step)
+                             label_names=list(self.task.label_names), train_step=step,
+                             max_length=self.cfg.max_length)
             return False
         progress["bad_evals"] += 1
         return early_stop(self.cfg.patience, progress["bad_evals"], progress.get("improved", False))
