@@ -30,7 +30,6 @@ from typing import Any
 from softprompt.adapter import META, WEIGHTS, load_adapter, read_meta
 from softprompt.errors import AdapterError
 from softprompt.model import SoftPromptModel
-from softprompt.runners import runner_class
 
 log = logging.getLogger("softprompt.serve")
 
@@ -326,14 +325,7 @@ class AdapterStore:
         return model
 
     def _max_tokens(self, model: SoftPromptModel) -> int:
-        limit = self.max_length
-        positions = runner_class(self.backbone.family).max_positions(self.backbone.model.config)
-        producer = model.producer
-        if positions is not None:
-            limit = min(limit, positions - (producer.num_tokens if producer is not None else 0))
-        if producer is not None and producer.max_input_tokens is not None:
-            limit = min(limit, producer.max_input_tokens)
-        return max(limit, 1)
+        return max(min(self.max_length, model.max_text_tokens() or self.max_length), 1)
 
     def add(self, entry: AdapterEntry) -> AdapterEntry | None:
         """Add or replace (admin load); returns the entry it replaced. Served from `entry.path` after eviction."""

@@ -54,6 +54,10 @@ class Site:
         """How far text positions move (key/value prefixes shift them, as HF's cache does)."""
         return 0
 
+    def positions_taken(self, num_tokens: int) -> int:
+        """Positions of the base's table the prompt uses up before the text (inputs are cut to fit)."""
+        return self.position_shift(num_tokens)
+
     def word_vectors(self, runner, ids: torch.Tensor) -> torch.Tensor:
         """(n, prompt_dim): what the words `ids` (n,) look like where this site puts prompts (Li & Liang's
         "activations of real words"). Here their input embeddings, for prompts that live in that space."""

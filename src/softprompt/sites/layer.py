@@ -30,6 +30,9 @@ class LayerSite(Site):
             return None
         return "its prompt enters at a hidden layer; peft prompts enter at the input embeddings or as key/value prefixes"
 
+    def positions_taken(self, num_tokens: int) -> int:
+        return num_tokens if self.boundary == 0 else 0  # at layer m > 0 positions were already added
+
     def enter_embeddings(self, flow: Flow) -> None:
         if self.boundary == 0:
             flow.insert(flow.prompt())

@@ -92,6 +92,10 @@ class Trainer:
             backbone_dropout=cfg.backbone_dropout, generative=self.task.is_generation,
         )
         self.model.gradient_checkpointing = cfg.gradient_checkpointing
+        capacity = self.model.max_text_tokens()
+        if capacity is not None and cfg.max_length > capacity:
+            raise ConfigError(f"max_length: {cfg.max_length} text tokens do not fit {cfg.backbone} with this prompt "
+                              f"(its positions less the prompt's leave {capacity}); use max_length <= {capacity}")
         self._build_optimizer()
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.cache = self._build_cache()
