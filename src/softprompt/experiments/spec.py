@@ -14,7 +14,9 @@
     profiles:                       # merged over the built-in PROFILES below
       quick: {train: {train_limit: 1000}, seeds: [0]}
     # extras (any combination):
-    eval_tasks: [{task: imdb, split: test, limit: 1000}]   # cross-domain: every trained run on each
+    eval_tasks: [{task: imdb, split: test, limit: 1000, max_length: 512}]  # cross-domain: every trained
+                                                           # run on each (max_length: tokens read, capped
+                                                           # by the positions the prompt leaves)
     zero_shot: {backbone: smollm2-135m}                    # instruction baseline on the eval tasks
                                                            # (generation tasks: generated answers; optional
                                                            # instruction: "... {input}", max_new_tokens)
