@@ -195,8 +195,11 @@ def test_repository_specs_expand(data_dir):
     assert "id-spam_mrpc_minilm-l6_s0__fewshot100-rte" in runnable
     assert not any(c.eval_task == "qqp" or c.task == "qqp" for c in transfer if not c.skip)
     ablation = expand(specs["ablation"], "quick", data_dir)
-    assert {c.method for c in ablation} == {"mean-pooling", "id-spam"}
-    assert [c.method_config for c in ablation if c.method == "mean-pooling"][0]["producer"] == {"pooling": "mean"}
+    assert {c.method for c in ablation} == {"mean-pooling", "id-spam", "id-spam-no-outer-relu", "lpt", "lpt-max-pool",
+                                            "smop", "smop-no-noise"}
+    producer = {c.method: c.method_config.get("producer") for c in ablation}
+    assert producer["mean-pooling"] == {"pooling": "mean"} and producer["smop-no-noise"] == {"noise": "none"}
+    assert producer["id-spam-no-outer-relu"] == {"output_activation": "none"} and not producer["id-spam"]
     assert {c.kind for c in expand(specs["efficiency"], "quick", data_dir)} == {"train", "params"}
 
 
