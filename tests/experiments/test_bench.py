@@ -231,6 +231,6 @@ def test_eval_target_reads_its_own_number_of_tokens(tmp_path, data_dir):
     assert res["score"] == pytest.approx(at_20["scores"]["accuracy"]) and res["truncated"] == at_20["truncated"]
     assert evaluate_adapter(adapter, "imdb", "test", data_dir, 6)["max_length"] == 32  # the run's, by default
     assert report.main([str(out)]) == 0
-    assert "imdb test, 20 tokens (accuracy)" in (out / "report" / "tiny.md").read_text()
+    assert "imdb test, up to 20 tokens (accuracy)" in (out / "report" / "tiny.md").read_text()
     with pytest.raises(ConfigError, match=r"eval_tasks\[0\]\.max_length: expected a positive integer, got 0"):
         load_spec(tiny_spec(tmp_path, name="bad", eval_tasks=[{"task": "imdb", "split": "test", "max_length": 0}]))

@@ -284,7 +284,7 @@ def transfer_tables(sr: SpecResults) -> list[Table]:
 
         def col(r, single=len(sources) <= 1):
             head = f"{r['eval_task']} {r.get('split') or ''}".strip() if single else f"{r['task']}→{r['eval_task']}"
-            head += f", {r['eval_max_length']} tokens" if r.get("eval_max_length") else ""
+            head += f", up to {r['eval_max_length']} tokens" if r.get("eval_max_length") else ""
             return head + (f" ({r['metric']})" if r.get("metric") else "")
 
         cols = _unique(col(r) for r in sorted(rs, key=lambda r: _spec_position(sr, r)))
