@@ -173,7 +173,9 @@ def test_medium_profile_cells(data_dir, monkeypatch):
     for name in ("glue", "layer_sweep", "transfer", "ablation"):
         assert {c.backbone for c in expand(specs[name], "medium", data_dir)} == {"minilm-l6"}, name
     assert len(expand(specs["layer_sweep"], "medium", data_dir)) == 2 * 2 * 6 * 3
-    assert len([c for c in expand(specs["ablation"], "medium", data_dir) if not c.skip]) == 2 * 2 * 3
+    assert len([c for c in expand(specs["ablation"], "medium", data_dir) if not c.skip]) == 7 * 3 * 3  # QQP hub-only
+    imdb = [c for c in expand(specs["cross_domain"], "medium", data_dir) if c.eval_task == "imdb"]
+    assert imdb and all(c.max_length == 512 and c.limit == 1000 for c in imdb)  # reviews read whole
     cross = [c for c in expand(specs["cross_domain"], "medium", data_dir) if c.kind in ("train", "eval")]
     assert {c.backbone for c in cross} == {"mpnet-base"} and {c.seed for c in cross} == {0, 1, 2}
     assert {c.method for c in cross} == {"prefix-tuning", "prompt-tuning", "id-spam", "lora", "full-finetune"}
