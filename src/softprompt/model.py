@@ -120,6 +120,11 @@ class SoftPromptModel(nn.Module):
             limits.append(self.producer.max_input_tokens)
         return max(min(limits), 1) if limits else None
 
+    def fit_length(self, asked: int) -> int:
+        """`asked` text tokens, cut to what fits (`max_text_tokens`)."""
+        capacity = self.max_text_tokens()
+        return max(min(asked, capacity) if capacity is not None else asked, 1)
+
     # -- parameters ----------------------------------------------------------------------------
     def adapter_state(self) -> dict[str, torch.Tensor]:
         """Everything a trained adapter consists of (what is saved and trained)."""

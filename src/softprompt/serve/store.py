@@ -325,7 +325,7 @@ class AdapterStore:
         return model
 
     def _max_tokens(self, model: SoftPromptModel) -> int:
-        return max(min(self.max_length, model.max_text_tokens() or self.max_length), 1)
+        return model.fit_length(self.max_length)
 
     def add(self, entry: AdapterEntry) -> AdapterEntry | None:
         """Add or replace (admin load); returns the entry it replaced. Served from `entry.path` after eviction."""

@@ -50,8 +50,7 @@ def evaluate_adapter(path, task_name: str, split: str | None = None, data_dir=No
         )
     if split is None:
         split = "validation" if "validation" in task.splits and "validation" not in task.unlabeled_splits else "test"
-    max_length = max_length or _run_max_length(Path(path)) or meta.get("max_length") or 256  # as trained
-    max_length = min(max_length, model.max_text_tokens() or max_length)  # "up to the window": prompt included
+    max_length = model.fit_length(max_length or _run_max_length(Path(path)) or meta.get("max_length") or 256)
     examples, report = load_split_with_report(task, split, data_dir, limit, 0)
     enc = encode(model.backbone.tokenizer, examples, max_length)
     logits = predict_logits(model, enc, batch_size, model.backbone.tokenizer)
@@ -65,7 +64,7 @@ def evaluate_adapter(path, task_name: str, split: str | None = None, data_dir=No
 @torch.inference_mode()
 def predict_texts(model, meta: dict, texts: list[str], pair: str | None = None, max_length: int = 256) -> list[dict]:
     examples = [Example(t, pair, None, None, f"input:{i}") for i, t in enumerate(texts)]
-    enc = encode(model.backbone.tokenizer, examples, min(max_length, model.max_text_tokens() or max_length))
+    enc = encode(model.backbone.tokenizer, examples, model.fit_length(max_length))
     logits = predict_logits(model, enc, 32, model.backbone.tokenizer)
     names = meta.get("label_names") or []
     out = []
