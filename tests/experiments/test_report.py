@@ -170,3 +170,25 @@ def test_a_run_without_an_end_record_is_reported_as_killed(tmp_path):
     assert "status killed (no end recorded; its finished cells are kept)" in runs[0]
     assert "status complete, ran 17 cell(s)" in runs[1]
     assert "status running, or killed (no end recorded)" in runs[2]
+
+
+def test_few_shot_table_says_how_its_checkpoints_were_picked(tmp_path):
+    def few_shot(spec, method, selection):
+        cell = f"{method}_rte_tiny-bert_s0__fewshot100-mrpc"
+        write(tmp_path / spec / cell / "result.json", {
+            "cell": cell, "kind": "few-shot", "method": method, "soft_prompt": True, "task": "rte",
+            "eval_task": "mrpc", "backbone": "tiny-bert", "seed": 0, "layer": None, "metric": "acc_macro_f1",
+            "score": 55.0, "few_shot_examples": 90, "summary": {"selection": selection}})
+
+    for spec in ("carved", "last"):
+        write(tmp_path / spec / "manifest.json", {"spec": spec, "tasks": [], "backbones": ["tiny-bert"], "seeds": [0],
+                                                   "methods": [{"label": "lpt", "soft_prompt": True}]})
+    few_shot("carved", "lpt", {"split": "carved validation", "examples": 10})
+    few_shot("last", "lpt", {"split": "validation", "examples": 408})
+    assert report.main([str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
+    carved = (tmp_path / "rep" / "carved.md").read_text()
+    assert "| Method | rte→mrpc (90-shot, acc_macro_f1) | Mean |" in carved
+    assert "checkpoint picked on 10 of B's examples carved off before training" in carved
+    assert "after the last epoch" not in carved
+    assert "the model after the last epoch (no model selection on the scored split)" in (
+        tmp_path / "rep" / "last.md").read_text()

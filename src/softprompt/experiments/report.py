@@ -382,10 +382,22 @@ def few_shot_tables(sr: SpecResults) -> list[Table]:
         methods = _order(_unique(r["method"] for r in rs), sr.method_order)
         rows = [Row(m, {c: [r["score"] for r in rs if r["method"] == m and col(r) == c] for c in cols},
                     sr.soft_prompt(m)) for m in methods]
-        tables.append(Table(f"Few-shot task transfer — {backbone}", cols, rows,
-                            note="trained on A, training continued on a few examples of B, scored on B after the last "
-                                 "epoch (no model selection on the scored split); mean ± std over seeds"))
+        tables.append(Table(f"Few-shot task transfer — {backbone}", cols, rows, note=_few_shot_note(rs)))
     return tables
+
+
+def _few_shot_note(rs: list[dict]) -> str:
+    """Say how the few-shot checkpoint was chosen, from what the cells recorded."""
+    selections = [((r.get("summary") or {}).get("selection") or {}) for r in rs]
+    carved = sorted({s.get("examples") for s in selections if s.get("split") == "carved validation"})
+    if carved and all(s.get("split") == "carved validation" for s in selections):
+        how = (f"checkpoint picked on {' / '.join(map(str, carved))} of B's examples carved off before training "
+               "(the column counts the examples trained on)")
+    elif carved:
+        how = "checkpoint picked on examples carved from B where a cell could carve them, else the last epoch's model"
+    else:
+        how = "the model after the last epoch (no model selection on the scored split)"
+    return f"trained on A, training continued on a few examples of B, scored on B's held split; {how}; mean ± std over seeds"
 
 
 def sweep_tables(sr: SpecResults) -> list[Table]:
