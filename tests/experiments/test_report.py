@@ -117,6 +117,9 @@ def test_cells_at_the_majority_floor_are_listed_with_their_curves_and_skips_are_
     write(spec / "lpt_rte_tiny-bert_s1" / "result.json", {  # clear of the floor: not listed
         **common, "cell": "lpt_rte_tiny-bert_s1", "seed": 1, "score": 60.0,
         "scores": {"accuracy": 60.0, "mcc": 20.0, "majority": 52.7, "main": 60.0}})
+    write(spec / "lpt_rte_tiny-bert_s2" / "result.json", {  # scored in another metric than the recorded floor's
+        **common, "cell": "lpt_rte_tiny-bert_s2", "seed": 2, "metric": "acc_macro_f1", "score": 51.7,
+        "scores": {"accuracy": 53.0, "acc_macro_f1": 51.7, "mcc": 5.0, "majority": 52.7, "main": 53.0}})
     write(spec / "skipped.json", [{"cell": f"lpt_mnli_tiny-bert_s{i}", "reason": "mnli is hub-only"} for i in range(3)])
     assert report.main([str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "floor.md").read_text()
@@ -125,7 +128,9 @@ def test_cells_at_the_majority_floor_are_listed_with_their_curves_and_skips_are_
     assert "predicts one class for every example" in line
     assert "never rose above its first value (50.0) in 3 evaluation(s) over 3 epoch(s)" in line
     assert "training loss 0.698 → 0.661" in line  # means of the first and last 4 of 40 logged losses
-    assert "lpt_rte_tiny-bert_s1" not in md.split("**At the majority-class floor**")[1].split("**Skipped")[0]
+    floor = md.split("**At the majority-class floor**")[1].split("**Skipped")[0]
+    assert "lpt_rte_tiny-bert_s1" not in floor
+    assert "lpt_rte_tiny-bert_s2" not in floor  # 51.7 macro-F1-and-accuracy is not below a 52.7 accuracy floor
     assert "- 3 cell(s) (`lpt_mnli_tiny-bert_s0` … `lpt_mnli_tiny-bert_s2`): mnli is hub-only" in md
 
 

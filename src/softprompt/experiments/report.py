@@ -693,10 +693,22 @@ FLOOR_MARGIN = 0.5  # points above the majority-class score still counted as "at
 
 
 def floor_cells(sr: SpecResults) -> list[dict]:
-    """Trained cells scoring at most FLOOR_MARGIN above the majority-class score of their split."""
+    """Trained cells scoring at most FLOOR_MARGIN above the majority-class score of their split (recorded in
+    the task's headline metric, so cells scored in another metric are not compared with it)."""
     return [r for r in sr.results
             if r.get("kind") in ("train", "peft") and isinstance(r.get("score"), (int, float))
-            and "majority" in (r.get("scores") or {}) and r["score"] <= r["scores"]["majority"] + FLOOR_MARGIN]
+            and "majority" in (r.get("scores") or {}) and _scored_in_headline_metric(r)
+            and r["score"] <= r["scores"]["majority"] + FLOOR_MARGIN]
+
+
+def _scored_in_headline_metric(r: dict) -> bool:
+    from softprompt.errors import ConfigError
+    from softprompt.tasks import get_task
+
+    try:
+        return r.get("metric") in (None, get_task(r.get("task", "")).metric)
+    except ConfigError:  # a task this install does not know: its metric cannot be checked
+        return False
 
 
 def at_floor(sr: SpecResults) -> list[str]:
