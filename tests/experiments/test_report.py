@@ -120,7 +120,9 @@ def test_cells_at_the_majority_floor_are_listed_with_their_curves_and_skips_are_
     write(spec / "lpt_rte_tiny-bert_s2" / "result.json", {  # scored in another metric than the recorded floor's
         **common, "cell": "lpt_rte_tiny-bert_s2", "seed": 2, "metric": "acc_macro_f1", "score": 51.7,
         "scores": {"accuracy": 53.0, "acc_macro_f1": 51.7, "mcc": 5.0, "majority": 52.7, "main": 53.0}})
-    write(spec / "skipped.json", [{"cell": f"lpt_mnli_tiny-bert_s{i}", "reason": "mnli is hub-only"} for i in range(3)])
+    write(spec / "skipped.json", [{"cell": f"lpt_mnli_tiny-bert_s{i}", "reason": "mnli is hub-only"} for i in range(3)]
+          + [{"cell": f"lpt_mrpc_tiny-bert_s{i}", "reason": f"only needed for lpt_mrpc_tiny-bert_s{i}__qqp-validation"}
+             for i in range(3)])
     assert report.main([str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "floor.md").read_text()
     line = next(x for x in md.splitlines() if x.startswith("- `lpt_rte_tiny-bert_s0`"))
@@ -132,6 +134,9 @@ def test_cells_at_the_majority_floor_are_listed_with_their_curves_and_skips_are_
     assert "lpt_rte_tiny-bert_s1" not in floor
     assert "lpt_rte_tiny-bert_s2" not in floor  # 51.7 macro-F1-and-accuracy is not below a 52.7 accuracy floor
     assert "- 3 cell(s) (`lpt_mnli_tiny-bert_s0` … `lpt_mnli_tiny-bert_s2`): mnli is hub-only" in md
+    # reasons naming one cell per seed read as one line
+    assert ("- 3 cell(s) (`lpt_mrpc_tiny-bert_s0` … `lpt_mrpc_tiny-bert_s2`): only needed for "
+            "lpt_mrpc_tiny-bert_s*__qqp-validation") in md
 
 
 def test_versus_pairs_give_seed_paired_differences(tmp_path):

@@ -28,6 +28,7 @@ import html
 import json
 import math
 import os
+import re
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -741,10 +742,11 @@ def floor_reason(r: dict) -> str:
 
 
 def skipped_lines(sr: SpecResults) -> list[str]:
-    """Skipped cells grouped by reason (a reason names its task), so 72 hub-only cells read as a few lines."""
+    """Skipped cells grouped by reason (a reason names its task), so 72 hub-only cells read as a few lines;
+    reasons that differ only in the seed of the cells they name read as one, with `_s*`."""
     by_reason: dict[str, list[str]] = {}
     for s in sr.skipped:
-        by_reason.setdefault(s["reason"], []).append(s["cell"])
+        by_reason.setdefault(re.sub(r"_s\d+(?=_|\b)", "_s*", s["reason"]), []).append(s["cell"])
     return [f"- {len(cells)} cell(s) ({_cell_span(cells)}): {reason}" for reason, cells in by_reason.items()]
 
 
