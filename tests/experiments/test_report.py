@@ -139,6 +139,31 @@ def test_cells_at_the_majority_floor_are_listed_with_their_curves_and_skips_are_
             "lpt_mrpc_tiny-bert_s*__qqp-validation") in md
 
 
+def test_a_one_class_cell_is_measured_against_the_loss_of_its_label_frequencies(tmp_path):
+    spec = tmp_path / "cola"
+    write(spec / "manifest.json", {"spec": "cola", "tasks": ["cola"], "backbones": ["tiny-bert"], "seeds": [0],
+                                   "methods": [{"label": "lpt", "soft_prompt": True}]})
+    common = {"kind": "train", "method": "lpt", "soft_prompt": True, "task": "cola", "backbone": "tiny-bert",
+              "layer": None, "split": "validation", "metric": "mcc", "score": 0.0, "epochs_run": 2}
+    write(spec / "lpt_cola_tiny-bert_s0" / "result.json", {  # loss settles near the prior's entropy, 0.607
+        **common, "cell": "lpt_cola_tiny-bert_s0", "seed": 0,
+        "scores": {"accuracy": 69.2, "mcc": 0.0, "majority": 0.0, "main": 0.0},
+        "summary": {"selection": {"scores": {"accuracy": 70.5, "mcc": 0.0}}},
+        "curve": {"eval": [[10, 0.0], [20, 0.0]], "loss": [[s, 0.64] for s in range(5)] + [[5, 0.60]] * 5}})
+    write(spec / "lpt_cola_tiny-bert_s1" / "result.json", {  # no selection record, loss far below the prior
+        **common, "cell": "lpt_cola_tiny-bert_s1", "seed": 1,
+        "scores": {"accuracy": 50.0, "mcc": 0.0, "majority": 0.0, "main": 0.0},
+        "curve": {"eval": [[10, 0.0], [20, 0.0]], "loss": [[s, 0.5] for s in range(10)]}})
+    assert report.main([str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
+    lines = (tmp_path / "rep" / "cola.md").read_text().splitlines()
+    s0 = next(x for x in lines if x.startswith("- `lpt_cola_tiny-bert_s0`"))
+    assert ("training loss 0.640 → 0.600 (first / last tenth of the logged steps; predicting only the label "
+            "frequencies (70.5% / 29.5% on the split carved from train) gives 0.607: the prompt learned the class "
+            "frequencies and nothing more)") in s0
+    s1 = next(x for x in lines if x.startswith("- `lpt_cola_tiny-bert_s1`"))
+    assert "(50.0% / 50.0% on validation) gives 0.693)" in s1 and "nothing more" not in s1
+
+
 def test_versus_pairs_give_seed_paired_differences(tmp_path):
     spec = craft(tmp_path)
     manifest = json.loads((spec / "manifest.json").read_text())

@@ -735,10 +735,29 @@ def floor_reason(r: dict) -> str:
     if len(losses) >= 4:
         k = max(1, len(losses) // 10)
         head, tail = losses[:k], losses[-k:]
-        guess = "; a two-way guess is ln 2 = 0.693" if "mcc" in (r.get("scores") or {}) else ""
-        parts.append(f"training loss {sum(head) / len(head):.3f} → {sum(tail) / len(tail):.3f} "
-                     f"(first / last tenth of the logged steps{guess})")
+        last = sum(tail) / len(tail)
+        parts.append(f"training loss {sum(head) / len(head):.3f} → {last:.3f} "
+                     f"(first / last tenth of the logged steps{_loss_reference(r, last)})")
     return "; ".join(parts) or "no curves recorded"
+
+
+def _loss_reference(r: dict, last: float) -> str:
+    """The loss a binary classifier reaches without reading its input: ln 2 for a guess, or, for a cell that
+    answers one class, the entropy of the label frequencies (its accuracy is that class's share)."""
+    scores = r.get("scores") or {}
+    if "mcc" not in scores:
+        return ""
+    if scores["mcc"] != 0.0 or "accuracy" not in scores:
+        return "; a two-way guess is ln 2 = 0.693"
+    selection = (r.get("summary") or {}).get("selection") or {}
+    carved = "accuracy" in (selection.get("scores") or {})
+    p = (selection["scores"] if carved else scores)["accuracy"] / 100
+    prior = -sum(q * math.log(q) for q in (p, 1 - p) if q > 0)
+    where = "on the split carved from train" if carved else f"on {r.get('split', 'the scored split')}"
+    verdict = (": the prompt learned the class frequencies and nothing more" if abs(last - prior) <= 0.02
+               else "")
+    return (f"; predicting only the label frequencies ({100 * p:.1f}% / {100 * (1 - p):.1f}% {where}) "
+            f"gives {prior:.3f}{verdict}")
 
 
 def skipped_lines(sr: SpecResults) -> list[str]:
