@@ -164,6 +164,26 @@ def test_a_one_class_cell_is_measured_against_the_loss_of_its_label_frequencies(
     assert "(50.0% / 50.0% on validation) gives 0.693)" in s1 and "nothing more" not in s1
 
 
+def test_regressions_within_the_band_of_zero_correlation_are_listed_with_their_curves(tmp_path):
+    spec = tmp_path / "stsb"
+    write(spec / "manifest.json", {"spec": "stsb", "tasks": ["stsb"], "backbones": ["tiny-bert"], "seeds": [0],
+                                   "methods": [{"label": "dept", "soft_prompt": True}]})
+    common = {"kind": "train", "method": "dept", "soft_prompt": True, "task": "stsb", "backbone": "tiny-bert",
+              "layer": None, "split": "validation", "metric": "pearson_spearman", "examples": 1000, "epochs_run": 4}
+    for seed, score in enumerate([3.8, -6.1, 6.3, 40.0]):  # band for 1,000 examples: 196 / sqrt(1000) = 6.20
+        write(spec / f"dept_stsb_tiny-bert_s{seed}" / "result.json", {
+            **common, "cell": f"dept_stsb_tiny-bert_s{seed}", "seed": seed, "score": score,
+            "scores": {"pearson_spearman": score, "main": score},
+            "curve": {"eval": [[10, 28.8], [20, 29.7], [30, 28.2]]}})
+    assert report.main([str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "stsb.md").read_text()
+    section = md.split("**No correlation to speak of**")[1].split("\n\n", 2)[1]
+    listed = [x for x in section.splitlines() if x.startswith("- ")]
+    assert [x.split("`")[1] for x in listed] == ["dept_stsb_tiny-bert_s0", "dept_stsb_tiny-bert_s1"]
+    assert listed[0] == ("- `dept_stsb_tiny-bert_s0`: 3.8 on 1000 examples (the band is ±6.2); the selection score "
+                         "went from 28.8 to at best 29.7 in 3 evaluation(s) over 4 epoch(s)")
+
+
 def test_versus_pairs_give_seed_paired_differences(tmp_path):
     spec = craft(tmp_path)
     manifest = json.loads((spec / "manifest.json").read_text())

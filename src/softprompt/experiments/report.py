@@ -702,6 +702,24 @@ def floor_cells(sr: SpecResults) -> list[dict]:
             and r["score"] <= r["scores"]["majority"] + FLOOR_MARGIN]
 
 
+CORRELATIONS = ("pearson", "spearman", "pearson_spearman")
+
+
+def uncorrelated_cells(sr: SpecResults) -> list[str]:
+    """Trained regression cells whose correlation lies within the 95% band of zero for their number of examples
+    (±1.96/√n, in points): a constant prediction's floor, which a regression has instead of a majority class."""
+    out = []
+    for r in sr.results:
+        n, score = r.get("examples"), r.get("score")
+        if (r.get("kind") in ("train", "peft") and r.get("metric") in CORRELATIONS
+                and isinstance(score, (int, float)) and isinstance(n, int) and n > 3):
+            band = 196 / math.sqrt(n)
+            if abs(score) <= band:
+                out.append(f"- `{r.get('cell')}`: {score:.1f} on {n} examples (the band is ±{band:.1f}); "
+                           f"{floor_reason(r)}")
+    return out
+
+
 def _scored_in_headline_metric(r: dict) -> bool:
     from softprompt.errors import ConfigError
     from softprompt.tasks import get_task
@@ -872,6 +890,10 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, command
         if floor:
             md += [f"**At the majority-class floor** (within {FLOOR_MARGIN} points; selection curves are on the "
                    "split carved from train)", ""] + floor + [""]
+        flat_regression = uncorrelated_cells(sr)
+        if flat_regression:
+            md += ["**No correlation to speak of** (regressions within the 95% band of zero correlation, ±1.96/√n; "
+                   "selection curves are on the split carved from train)", ""] + flat_regression + [""]
         if sr.skipped:
             md += ["**Skipped here**", ""] + skipped_lines(sr) + [""]
         last = (sr.manifest.get("runs") or [{}])[-1]
