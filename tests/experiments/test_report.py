@@ -104,12 +104,17 @@ def test_ties_are_all_bold_and_lower_is_better_tables():
     assert "| y | 1.0 | **3.0** | **2.0** |" in incomplete.markdown()
 
 
+def one_method_spec(root, name, task, method, **fields):
+    """A spec folder with one soft-prompt method on one task; returns it and the fields every cell shares."""
+    spec = root / name
+    write(spec / "manifest.json", {"spec": name, "tasks": [task], "backbones": ["tiny-bert"], "seeds": [0],
+                                   "methods": [{"label": method, "soft_prompt": True}]})
+    return spec, {"kind": "train", "method": method, "soft_prompt": True, "task": task, "backbone": "tiny-bert",
+                  "layer": None, "split": "validation", **fields}
+
+
 def test_cells_at_the_majority_floor_are_listed_with_their_curves_and_skips_are_grouped(tmp_path):
-    spec = tmp_path / "floor"
-    write(spec / "manifest.json", {"spec": "floor", "tasks": ["rte"], "backbones": ["tiny-bert"], "seeds": [0],
-                                   "methods": [{"label": "lpt", "soft_prompt": True}]})
-    common = {"kind": "train", "method": "lpt", "soft_prompt": True, "task": "rte", "backbone": "tiny-bert",
-              "layer": None, "split": "validation", "metric": "accuracy", "epochs_run": 3}
+    spec, common = one_method_spec(tmp_path, "floor", "rte", "lpt", metric="accuracy", epochs_run=3)
     write(spec / "lpt_rte_tiny-bert_s0" / "result.json", {
         **common, "cell": "lpt_rte_tiny-bert_s0", "seed": 0, "score": 52.9,
         "scores": {"accuracy": 52.9, "mcc": 0.0, "majority": 52.7, "main": 52.9},
@@ -140,11 +145,7 @@ def test_cells_at_the_majority_floor_are_listed_with_their_curves_and_skips_are_
 
 
 def test_a_one_class_cell_is_measured_against_the_loss_of_its_label_frequencies(tmp_path):
-    spec = tmp_path / "cola"
-    write(spec / "manifest.json", {"spec": "cola", "tasks": ["cola"], "backbones": ["tiny-bert"], "seeds": [0],
-                                   "methods": [{"label": "lpt", "soft_prompt": True}]})
-    common = {"kind": "train", "method": "lpt", "soft_prompt": True, "task": "cola", "backbone": "tiny-bert",
-              "layer": None, "split": "validation", "metric": "mcc", "score": 0.0, "epochs_run": 2}
+    spec, common = one_method_spec(tmp_path, "cola", "cola", "lpt", metric="mcc", score=0.0, epochs_run=2)
     write(spec / "lpt_cola_tiny-bert_s0" / "result.json", {  # loss settles near the prior's entropy, 0.607
         **common, "cell": "lpt_cola_tiny-bert_s0", "seed": 0,
         "scores": {"accuracy": 69.2, "mcc": 0.0, "majority": 0.0, "main": 0.0},
@@ -165,11 +166,8 @@ def test_a_one_class_cell_is_measured_against_the_loss_of_its_label_frequencies(
 
 
 def test_regressions_within_the_band_of_zero_correlation_are_listed_with_their_curves(tmp_path):
-    spec = tmp_path / "stsb"
-    write(spec / "manifest.json", {"spec": "stsb", "tasks": ["stsb"], "backbones": ["tiny-bert"], "seeds": [0],
-                                   "methods": [{"label": "dept", "soft_prompt": True}]})
-    common = {"kind": "train", "method": "dept", "soft_prompt": True, "task": "stsb", "backbone": "tiny-bert",
-              "layer": None, "split": "validation", "metric": "pearson_spearman", "examples": 1000, "epochs_run": 4}
+    spec, common = one_method_spec(tmp_path, "stsb", "stsb", "dept", metric="pearson_spearman", examples=1000,
+                                   epochs_run=4)
     for seed, score in enumerate([3.8, -6.1, 6.3, 40.0]):  # band for 1,000 examples: 196 / sqrt(1000) = 6.20
         write(spec / f"dept_stsb_tiny-bert_s{seed}" / "result.json", {
             **common, "cell": f"dept_stsb_tiny-bert_s{seed}", "seed": seed, "score": score,

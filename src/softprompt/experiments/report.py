@@ -697,8 +697,7 @@ def floor_cells(sr: SpecResults) -> list[dict]:
     """Trained cells scoring at most FLOOR_MARGIN above the majority-class score of their split (recorded in
     the task's headline metric, so cells scored in another metric are not compared with it)."""
     return [r for r in sr.results
-            if r.get("kind") in ("train", "peft") and isinstance(r.get("score"), (int, float))
-            and "majority" in (r.get("scores") or {}) and _scored_in_headline_metric(r)
+            if _trained(r) and "majority" in (r.get("scores") or {}) and _scored_in_headline_metric(r)
             and r["score"] <= r["scores"]["majority"] + FLOOR_MARGIN]
 
 
@@ -711,13 +710,17 @@ def uncorrelated_cells(sr: SpecResults) -> list[str]:
     out = []
     for r in sr.results:
         n, score = r.get("examples"), r.get("score")
-        if (r.get("kind") in ("train", "peft") and r.get("metric") in CORRELATIONS
-                and isinstance(score, (int, float)) and isinstance(n, int) and n > 3):
+        if _trained(r) and r.get("metric") in CORRELATIONS and isinstance(n, int) and n > 0:
             band = 196 / math.sqrt(n)
             if abs(score) <= band:
                 out.append(f"- `{r.get('cell')}`: {score:.1f} on {n} examples (the band is ±{band:.1f}); "
                            f"{floor_reason(r)}")
     return out
+
+
+def _trained(r: dict) -> bool:
+    """A training cell (ours or peft's) with a numeric score."""
+    return r.get("kind") in ("train", "peft") and isinstance(r.get("score"), (int, float))
 
 
 def _scored_in_headline_metric(r: dict) -> bool:
