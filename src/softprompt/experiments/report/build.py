@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from softprompt.experiments.report.floors import FLOOR_MARGIN, at_floor, constant_predictions, uncorrelated_cells
+from softprompt.experiments.report.floors import (FLOOR_MARGIN, at_floor, constant_predictions, floor_cells,
+                                                   uncorrelated_cells)
 from softprompt.experiments.report.plots import plot_learning_curves, plot_score_vs_params, plot_sweep
 from softprompt.experiments.report.provenance import cell_times, provenance, skipped_lines
 from softprompt.experiments.report.results import SpecResults, find_specs, read_spec_dir
@@ -46,11 +47,12 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, command
               "", *provenance(sr), f"- {made}", ""]
         for t in tables:
             md += [t.markdown(), ""]
-        flat = constant_predictions(sr)
+        floor_rows = floor_cells(sr)  # computed once: both lists below use it
+        flat = constant_predictions(sr, floor_rows)
         if flat:
             md += ["**One class for every example** (binary tasks with MCC exactly 0: the score is the majority "
                    "or minority class rate, not learned behaviour)", ""] + [f"- `{c}`" for c in flat] + [""]
-        floor = at_floor(sr)
+        floor = at_floor(floor_rows)
         if floor:
             md += [f"**At the majority-class floor** (within {FLOOR_MARGIN} points; selection curves are on the "
                    "split carved from train)", ""] + floor + [""]

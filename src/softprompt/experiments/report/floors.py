@@ -8,11 +8,11 @@ import math
 from softprompt.experiments.report.results import SpecResults
 
 
-def constant_predictions(sr: SpecResults) -> list[str]:
-    """Cells of binary tasks whose predictions were (almost surely) a single class; trained cells at the
-    majority floor are listed by `at_floor` instead, with their curves."""
-    floor = {id(r) for r in floor_cells(sr)}
-    return [r.get("cell") for r in sr.results if one_class(r) and "f1" in r["scores"] and id(r) not in floor]
+def constant_predictions(sr: SpecResults, floor: list[dict]) -> list[str]:
+    """Cells of binary tasks whose predictions were (almost surely) a single class, except the `floor` cells
+    (`floor_cells`), which `at_floor` lists with their curves."""
+    at = {id(r) for r in floor}
+    return [r.get("cell") for r in sr.results if one_class(r) and "f1" in r["scores"] and id(r) not in at]
 
 
 def one_class(r: dict) -> bool:
@@ -63,10 +63,10 @@ def _scored_in_headline_metric(r: dict) -> bool:
         return False
 
 
-def at_floor(sr: SpecResults) -> list[str]:
-    """The floor cells, each with what its curves say."""
+def at_floor(floor: list[dict]) -> list[str]:
+    """The floor cells (`floor_cells`), each with what its curves say."""
     return [f"- `{r.get('cell')}`: {r['score']:.1f} vs {r['scores']['majority']:.1f} for always answering the most "
-            f"frequent label; {floor_reason(r)}" for r in floor_cells(sr)]
+            f"frequent label; {floor_reason(r)}" for r in floor]
 
 
 def floor_reason(r: dict) -> str:
