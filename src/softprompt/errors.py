@@ -19,3 +19,7 @@ class BackboneError(SoftPromptError, RuntimeError):
 
 class AdapterError(SoftPromptError, ValueError):
     """An adapter file is unsafe, malformed or made for another base model."""
+
+
+class UnsupportedModelError(BackboneError):
+    """A model's architecture cannot be driven; the message names it, what is missing and what is supported."""

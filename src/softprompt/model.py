@@ -50,7 +50,7 @@ class SoftPromptModel(nn.Module):
         self.label_words = list(label_words or [])
         if method.backbone != "frozen" and hasattr(backbone, "fingerprint"):
             backbone.fingerprint()  # cached now: adapters name the base as it was before training changed it
-        self.runner: Runner = runner_for(backbone.family, backbone.model)
+        self.runner: Runner = runner_for(backbone.model, backbone.kind)
         if method.producer is not None:  # settings that depend on the input length (DePT's A); no-op if set
             method = self.method = dataclasses.replace(method, producer=method.producer.fit(max_length))
         self.site = method.build_site(self.runner.num_layers, backbone.name)

@@ -304,15 +304,14 @@ def _forget_source(module: WrappedModel, args, output):
 
 def backbone_for(model, tokenizer, name: str | None = None):
     """A softprompt Backbone around a user's Hugging Face LM (frozen in place: eval, no grad)."""
-    from softprompt.backbones.core import _finish, family_of
-    from softprompt.backbones.registry import FAMILY_KIND
+    from softprompt.backbones.core import _finish
+    from softprompt.backbones.kinds import kind_of_config
 
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     if model_type is None:
         raise TypeError(f"wrap: expected a Hugging Face model with a config, got {type(model).__name__}")
-    family = family_of(model_type)
-    kind = FAMILY_KIND[family]
+    kind = kind_of_config(config)
     if kind == "encoder":
         raise ValueError(f"wrap: {type(model).__name__} ({model_type}) is an encoder; generation needs a causal LM "
                          "(AutoModelForCausalLM) or a seq2seq LM (AutoModelForSeq2SeqLM)")
@@ -320,8 +319,8 @@ def backbone_for(model, tokenizer, name: str | None = None):
         auto = "AutoModelForCausalLM" if kind == "decoder" else "AutoModelForSeq2SeqLM"
         raise ValueError(f"wrap: {type(model).__name__} has no LM head; load the model with {auto}")
     name = name or getattr(model, "name_or_path", "") or getattr(config, "_name_or_path", "") or ""
-    return _finish(str(name), model, tokenizer, family, f"user model {type(model).__name__} ({name or 'unnamed'})",
-                   None, None)
+    return _finish(str(name), model, tokenizer, f"user model {type(model).__name__} ({name or 'unnamed'})",
+                   None, None, kind)
 
 
 def wrap(model, tokenizer, method: str = "id-spam", *, base_name: str | None = None,

@@ -11,7 +11,7 @@ from tests.core.helpers import TEXTS, batch
 
 
 def run_plain(bb, ids, mask, types=None):
-    r = runner_for(bb.family, bb.model)
+    r = runner_for(bb.model, bb.kind)
     seq = Sequence(r.token_embeddings(ids), mask.bool(), mask.bool(), types)
     seq = seq.with_hidden(r.embed(seq))
     return r.finish(run_layers(r, [], seq, seq.hidden, 0, r.num_layers).hidden)

@@ -41,7 +41,7 @@ def run_mixed(backbone, models, rows, side):
     groups = [Group(m, torch.tensor([r for r, row in enumerate(rows) if row[0] == i])) for i, m in enumerate(models)]
     groups = [g for g in groups if len(g.rows)]
     out = [None] * len(rows)
-    for g, logits in zip(groups, mixed_logits(runner_for(backbone.family, backbone.model), groups, ids, mask, types)):
+    for g, logits in zip(groups, mixed_logits(runner_for(backbone.model, backbone.kind), groups, ids, mask, types)):
         for r, row in zip(g.rows.tolist(), logits):
             out[r] = row
     return out
@@ -97,5 +97,5 @@ def test_backbone_training_methods_are_refused(tiny_bert):
     lora = SoftPromptModel(load_backbone("tiny-bert"), method_config("lora"), 2).eval()
     enc = tiny_bert.tokenizer(["x"], return_tensors="pt")
     with pytest.raises(ValueError, match="trains the backbone"):
-        mixed_logits(runner_for("bert", lora.backbone.model), [Group(lora, torch.tensor([0]))],
+        mixed_logits(runner_for(lora.backbone.model), [Group(lora, torch.tensor([0]))],
                      enc["input_ids"], enc["attention_mask"])

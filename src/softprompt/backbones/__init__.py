@@ -6,9 +6,10 @@
     weights_fingerprint(model, full=False) -> hex digest
 """
 
-from softprompt.backbones.core import Backbone, family_of, load_backbone
+from softprompt.backbones.core import Backbone, load_backbone
 from softprompt.backbones.fingerprint import weights_fingerprint
-from softprompt.backbones.registry import FAMILY_KIND, MODEL_TYPE_FAMILY, BackboneSpec, list_backbones
+from softprompt.backbones.kinds import kind_of_config
+from softprompt.backbones.registry import BackboneSpec, list_backbones
 
 
 def prepare_backbone(name: str):
@@ -24,9 +25,7 @@ def prepare_backbone(name: str):
 __all__ = [
     "Backbone",
     "BackboneSpec",
-    "FAMILY_KIND",
-    "MODEL_TYPE_FAMILY",
-    "family_of",
+    "kind_of_config",
     "list_backbones",
     "load_backbone",
     "prepare_backbone",

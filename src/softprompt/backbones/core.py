@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from softprompt.backbones.fingerprint import weights_fingerprint
-from softprompt.backbones.registry import FAMILY_KIND, MODEL_TYPE_FAMILY, REGISTRY
+from softprompt.backbones.kinds import kind_of_config
+from softprompt.backbones.registry import REGISTRY
 from softprompt.errors import BackboneError
+from softprompt.runners import architecture, runner_class
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -26,7 +28,7 @@ class Backbone:
     name: str  # short name, or hub id / path as given
     model: torch.nn.Module  # frozen: eval(), requires_grad False
     tokenizer: PreTrainedTokenizerBase
-    family: str  # "bert" | "roberta" | "mpnet" | "gpt2" | "llama" | "gemma3" | "t5"
+    family: str  # the architecture, config.model_type: "bert", "qwen3", "gemma3_text", "t5", ...
     kind: str  # "encoder" | "decoder" | "encoder-decoder"
     source: str  # where the weights came from, for reports
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
@@ -97,14 +99,13 @@ def load_backbone(
     dtype = dtype or torch.float32
     spec = REGISTRY.get(name)
     if spec is not None and spec.builtin:
-        family = spec.family
         model, tokenizer = _with_attn_fallback(
-            lambda attn: tiny.build_tiny(family, attn_implementation=attn), attn_implementation
+            lambda attn: tiny.build_tiny(spec.family, attn_implementation=attn), attn_implementation
         )
-        return _finish(name, model, tokenizer, family, f"builtin:{name} (seed {tiny.TINY_SEED})", dtype, device)
+        return _finish(name, model, tokenizer, f"builtin:{name} (seed {tiny.TINY_SEED})", dtype, device)
     if spec is not None:
         folder = packaged.PREPARERS[name]()
-        return _load_folder(name, folder, dtype, device, attn_implementation, expect_family=spec.family)
+        return _load_folder(name, folder, dtype, device, attn_implementation, expect=spec.family)
 
     path = Path(name).expanduser()
     if path.is_file() and path.suffix == ".gguf":
@@ -137,16 +138,7 @@ def _unknown(name: str, err: Exception) -> BackboneError:
     )
 
 
-def family_of(model_type: str) -> str:
-    family = MODEL_TYPE_FAMILY.get(model_type)
-    if family is None:
-        supported = ", ".join(f"{f} ({', '.join(t for t, ff in MODEL_TYPE_FAMILY.items() if ff == f)})"
-                              for f in FAMILY_KIND)
-        raise BackboneError(f"unsupported model_type {model_type!r}; supported families (model types): {supported}")
-    return family
-
-
-def _load_folder(name: str, where, dtype, device, attn_implementation, expect_family: str | None = None) -> Backbone:
+def _load_folder(name: str, where, dtype, device, attn_implementation, expect: str | None = None) -> Backbone:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     local_only = _offline() or isinstance(where, Path)
@@ -156,11 +148,10 @@ def _load_folder(name: str, where, dtype, device, attn_implementation, expect_fa
         if isinstance(where, Path):
             raise BackboneError(f"backbone {name!r}: cannot read a model config in {where} ({err})") from err
         raise _unknown(name, err) from err
-    family = family_of(config.model_type)
-    if expect_family and family != expect_family:
-        raise BackboneError(f"backbone {name!r}: {where} holds a {config.model_type} model, expected family {expect_family}")
+    if expect and config.model_type != expect:
+        raise BackboneError(f"backbone {name!r}: {where} holds a {config.model_type} model, expected {expect}")
     auto = {"encoder": AutoModel, "decoder": AutoModelForCausalLM, "encoder-decoder": AutoModelForSeq2SeqLM}[
-        FAMILY_KIND[family]
+        kind_of_config(config)
     ]
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_only)
@@ -173,7 +164,7 @@ def _load_folder(name: str, where, dtype, device, attn_implementation, expect_fa
         raise
     except Exception as err:
         raise BackboneError(f"backbone {name!r}: loading {where} failed: {type(err).__name__}: {err}") from err
-    return _finish(name, model, tokenizer, family, str(where), dtype, device)
+    return _finish(name, model, tokenizer, str(where), dtype, device)
 
 
 def _with_attn_fallback(make, attn_implementation: str | None):
@@ -186,14 +177,15 @@ def _with_attn_fallback(make, attn_implementation: str | None):
         raise BackboneError(f"attn_implementation={attn_implementation!r} is not usable here: {err}") from err
 
 
-def _finish(name, model, tokenizer, family, source, dtype, device) -> Backbone:
+def _finish(name, model, tokenizer, source, dtype, device, kind: str | None = None) -> Backbone:
+    """Freeze `model` and pair it with its tokenizer; a model no runner drives is refused here, before any training."""
+    kind = runner_class(model, kind).kind  # UnsupportedModelError: the architecture, what is missing, what works
     if dtype is not None and next(model.parameters()).dtype != dtype:
         model = model.to(dtype)
     if device is not None:
         model = model.to(device)
     model.eval()
     model.requires_grad_(False)
-    kind = FAMILY_KIND[family]
     if kind == "decoder" and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.pad_token_id is not None:
@@ -202,4 +194,4 @@ def _finish(name, model, tokenizer, family, source, dtype, device) -> Backbone:
         gen = getattr(model, "generation_config", None)
         if gen is not None and gen.pad_token_id is None:
             gen.pad_token_id = tokenizer.pad_token_id
-    return Backbone(name=name, model=model, tokenizer=tokenizer, family=family, kind=kind, source=source)
+    return Backbone(name=name, model=model, tokenizer=tokenizer, family=architecture(model), kind=kind, source=source)

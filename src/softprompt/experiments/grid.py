@@ -68,7 +68,7 @@ def num_layers(backbone: str) -> int:
         from softprompt.runners import runner_for
 
         bb = load_backbone(backbone)
-        _LAYER_COUNTS[backbone] = runner_for(bb.family, bb.model).num_layers
+        _LAYER_COUNTS[backbone] = runner_for(bb.model, bb.kind).num_layers
     return _LAYER_COUNTS[backbone]
 
 

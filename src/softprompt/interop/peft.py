@@ -54,7 +54,6 @@ from softprompt import __version__
 from softprompt.adapter import read_json_object
 from softprompt.errors import AdapterError
 from softprompt.producers import PRODUCERS
-from softprompt.runners import runner_class
 
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
@@ -236,8 +235,8 @@ def read_sidecar(directory: str | os.PathLike) -> dict[str, Any] | None:
     return meta
 
 
-def _check_layout(cfg: dict, layout: PeftLayout, prompt: torch.Tensor, where: str, family: str) -> None:
-    obstacle = runner_class(family).peft_prefix_obstacle
+def _check_layout(cfg: dict, layout: PeftLayout, prompt: torch.Tensor, where: str, runner, family: str) -> None:
+    obstacle = runner.peft_prefix_obstacle
     if cfg["peft_type"] == "PREFIX_TUNING" and obstacle:
         raise PeftInteropError(f"{where}: prefix tuning on {family} cannot be imported: {obstacle}")
     submodules = cfg.get("num_transformer_submodules") or 1
@@ -323,9 +322,9 @@ def import_peft(directory: str | os.PathLike, backbone=None, *, num_labels: int 
     prompt = tensors["prompt_embeddings"]
     if prompt.dim() != 2:
         raise PeftInteropError(f"{weights}: prompt_embeddings must be 2-D, got shape {tuple(prompt.shape)}")
-    runner = runner_for(backbone.family, backbone.model)
+    runner = runner_for(backbone.model, backbone.kind)
     layout = layout_for(runner, backbone, peft_type, cfg["num_virtual_tokens"])
-    _check_layout(cfg, layout, prompt, str(directory), backbone.family)
+    _check_layout(cfg, layout, prompt, str(directory), runner, backbone.family)
 
     if generative is None:
         generative = bool((sidecar or {}).get("generative"))

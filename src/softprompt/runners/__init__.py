@@ -1,35 +1,51 @@
-"""Family runners: run a frozen model's layers with prompts entering anywhere."""
+"""Runners: run a frozen model's layers with prompts entering anywhere.
+
+A model gets the first runner (in `RUNNERS` order: the more specific first) whose `unfit`
+finds nothing missing in what the model exposes; no list of model names is kept.
+"""
 
 from __future__ import annotations
 
 from torch import nn
 
-from softprompt.errors import BackboneError
+from softprompt.errors import UnsupportedModelError
+from softprompt.runners.anatomy import text_config
 from softprompt.runners.base import PrefixCache, Runner
-from softprompt.runners.decoder import Gemma3Runner, GPT2Runner, LlamaRunner
+from softprompt.runners.decoder import DecoderRunner
 from softprompt.runners.encoder import BertRunner, MPNetRunner, RobertaRunner
 from softprompt.runners.sequence import Sequence, insert_prompt
 from softprompt.runners.t5 import T5Runner
+from softprompt.runners.tested import TESTED, supported_line
 
-RUNNERS: dict[str, type[Runner]] = {cls.family: cls for cls in (
-    BertRunner, RobertaRunner, MPNetRunner, GPT2Runner, LlamaRunner, Gemma3Runner, T5Runner,
-)}
-
-
-def runner_class(family: str) -> type[Runner]:
-    if family not in RUNNERS:
-        raise BackboneError(f"no runner for model family {family!r}; supported: {', '.join(RUNNERS)}")
-    return RUNNERS[family]
+RUNNERS: tuple[type[Runner], ...] = (MPNetRunner, RobertaRunner, BertRunner, T5Runner, DecoderRunner)
+KINDS = ("encoder", "decoder", "encoder-decoder")
 
 
-def runner_for(family: str, model: nn.Module) -> Runner:
-    return runner_class(family)(model)
+def architecture(model: nn.Module) -> str:
+    """The model's architecture name as Hugging Face spells it (config.model_type)."""
+    return getattr(text_config(model), "model_type", None) or type(model).__name__
 
 
-def family_of_model_type(model_type: str) -> str | None:
-    """The family whose runner drives HF `config.model_type` (None: unsupported)."""
-    return next((cls.family for cls in RUNNERS.values() if model_type in cls.model_types), None)
+def runner_class(model: nn.Module, kind: str | None = None) -> type[Runner]:
+    """The runner class that drives `model` (of `kind`, when given); UnsupportedModelError says what is missing."""
+    reasons = []
+    for cls in RUNNERS:
+        if kind is not None and cls.kind != kind:
+            continue
+        why = cls.unfit(model)
+        if why is None:
+            return cls
+        reasons.append(why)
+    arch = architecture(model)
+    raise UnsupportedModelError(
+        f"architecture {arch!r} ({type(model).__name__}) cannot be driven: {reasons[-1] if reasons else 'no runner'}; "
+        f"{supported_line()}"
+    )
 
 
-__all__ = ["PrefixCache", "Runner", "Sequence", "family_of_model_type", "insert_prompt", "runner_class", "runner_for",
-           "RUNNERS"]
+def runner_for(model: nn.Module, kind: str | None = None) -> Runner:
+    return runner_class(model, kind)(model)
+
+
+__all__ = ["KINDS", "TESTED", "PrefixCache", "Runner", "Sequence", "architecture", "insert_prompt", "runner_class",
+           "runner_for", "RUNNERS"]

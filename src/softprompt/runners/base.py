@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from softprompt.runners.anatomy import lora_targets
 from softprompt.runners.sequence import Past, Sequence
 
 
@@ -46,16 +47,19 @@ class LayerContext:
 class Runner(nn.Module):
     """Base runner. Subclasses set the module handles and implement the family hooks.
 
-    Facts about a family live on its runner class: its kind, the HF model types it drives,
-    where LoRA goes, how many positions it embeds, and whether peft can put prefixes in it.
+    Facts about a family live on its runner class: its kind, what it needs a model to expose
+    (`unfit`), how many positions it embeds, and whether peft can put prefixes in it.
     """
 
     family: str = ""
     kind: str = "encoder"  # "encoder" | "decoder" | "encoder-decoder"
-    model_types: tuple[str, ...] = ()  # config.model_type values this runner drives
     causal: bool = False
-    lora_targets: tuple[str, ...] = ("query", "value")
     peft_prefix_obstacle: str | None = None  # why peft cannot prefix-tune this family (None: it can)
+
+    @classmethod
+    def unfit(cls, model: nn.Module) -> str | None:
+        """What `model` lacks for this runner (None: it can drive it)."""
+        return "no runner of this kind"
 
     @property
     def decoder_layers(self) -> int:
@@ -135,6 +139,11 @@ class Runner(nn.Module):
         if boundary == 0:
             for module in self.embedding_modules():
                 module.train()
+
+    @property
+    def lora_targets(self) -> list[str]:
+        """Attention projections LoRA adapts by default (found in the layer stack)."""
+        return lora_targets(self.layers)
 
     def prefix_shape(self) -> tuple[int, int]:
         """(num_kv_heads, head_dim) of one layer's key/value prefix."""

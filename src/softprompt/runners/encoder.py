@@ -11,9 +11,32 @@ from softprompt.runners.base import LayerContext, PrefixCache, Runner
 from softprompt.runners.sequence import Sequence
 
 
+def _bert_parts_missing(model: nn.Module) -> str | None:
+    emb = getattr(model, "embeddings", None)
+    if not isinstance(getattr(emb, "word_embeddings", None), nn.Embedding):
+        return "no embeddings.word_embeddings"
+    if not isinstance(getattr(getattr(model, "encoder", None), "layer", None), nn.ModuleList):
+        return "no encoder.layer stack"
+    if getattr(model.encoder, "relative_attention_bias", None) is not None:
+        return "a relative attention bias (MPNet style)"
+    return None
+
+
+def _positions_after_padding(model: nn.Module) -> bool:
+    """RoBERTa style: position ids start at padding_idx + 1 (the position table has a padding row)."""
+    table = getattr(model.embeddings, "position_embeddings", None)
+    return getattr(table, "padding_idx", None) is not None
+
+
 class BertRunner(Runner):
+    """BERT-style encoders: an `embeddings` module (words, positions, token types) and `encoder.layer`."""
+
     family = "bert"
-    model_types = ("bert",)
+
+    @classmethod
+    def unfit(cls, model: nn.Module) -> str | None:
+        return _bert_parts_missing(model) or ("positions counted from padding_idx (RoBERTa style)"
+                                               if _positions_after_padding(model) else None)
 
     def __init__(self, model: nn.Module):
         super().__init__(model)
@@ -44,7 +67,11 @@ class RobertaRunner(BertRunner):
     """RoBERTa counts positions from padding_idx + 1, as its own embeddings do."""
 
     family = "roberta"
-    model_types = ("roberta", "xlm-roberta")
+
+    @classmethod
+    def unfit(cls, model: nn.Module) -> str | None:
+        return _bert_parts_missing(model) or (None if _positions_after_padding(model)
+                                               else "positions not counted from padding_idx")
 
     @classmethod
     def max_positions(cls, config) -> int | None:
@@ -63,8 +90,13 @@ class MPNetRunner(RobertaRunner):
     """
 
     family = "mpnet"
-    model_types = ("mpnet",)
-    lora_targets = ("q", "v")
+
+    @classmethod
+    def unfit(cls, model: nn.Module) -> str | None:
+        enc = getattr(model, "encoder", None)
+        if not isinstance(getattr(enc, "relative_attention_bias", None), nn.Embedding):
+            return "no encoder.relative_attention_bias"
+        return None if isinstance(getattr(enc, "layer", None), nn.ModuleList) else "no encoder.layer stack"
     peft_prefix_obstacle = "HF's MPNet attention takes no key/value cache"
 
     def embed(self, seq: Sequence) -> torch.Tensor:
@@ -105,3 +137,4 @@ class MPNetRunner(RobertaRunner):
         probs = sa.dropout(torch.softmax(scores, dim=-1))
         ctx = (probs @ v).transpose(1, 2).reshape(bsz, length, heads * hd)
         return sa.o(ctx)
+

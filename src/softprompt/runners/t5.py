@@ -13,8 +13,15 @@ from softprompt.runners.sequence import Sequence
 class T5Runner(Runner):
     family = "t5"
     kind = "encoder-decoder"
-    model_types = ("t5", "mt5")
-    lora_targets = ("q", "v")
+
+    @classmethod
+    def unfit(cls, model: nn.Module) -> str | None:
+        enc = getattr(model, "encoder", None)
+        if not isinstance(getattr(enc, "block", None), nn.ModuleList):
+            return "no encoder.block stack (T5 style)"
+        if not isinstance(getattr(model, "shared", None), nn.Embedding):
+            return "no shared token embeddings"
+        return None if getattr(model, "decoder", None) is not None else "no decoder"
     peft_prefix_obstacle = "peft prefixes only T5's decoder; softprompt prefixes its encoder and decoder (Li & Liang)"
 
     @classmethod

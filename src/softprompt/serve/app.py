@@ -174,7 +174,7 @@ def create_app(settings: ServeSettings, store: AdapterStore, metrics: Metrics | 
     backbone = store.backbone
     if store.budget is None and settings.adapter_memory_bytes is not None:
         store.budget = settings.adapter_memory_bytes
-    runner = runner_for(backbone.family, backbone.model)
+    runner = runner_for(backbone.model, backbone.kind)
     batcher = Batcher(runner, backbone.tokenizer, metrics, settings.max_batch, settings.max_wait_ms,
                       settings.max_queue, settings.batching)
     engine = service = None

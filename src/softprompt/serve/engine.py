@@ -124,9 +124,9 @@ class GenerationEngine:
             raise ValueError(f"generation needs a decoder or an encoder-decoder base, not an encoder ({backbone.name})")
         self.backbone = backbone
         self.tokenizer = backbone.tokenizer
-        self.runner = runner_for(backbone.family, backbone.model)
+        self.runner = runner_for(backbone.model, backbone.kind)
         self.max_batch, self.max_queue, self.per_adapter = max_batch, max_queue, per_adapter
-        self.max_context = max_context or runner_class(backbone.family).max_positions(backbone.model.config)
+        self.max_context = max_context or runner_class(backbone.model, backbone.kind).max_positions(backbone.model.config)
         self._pending: queue.Queue = queue.Queue()
         self._lanes: dict = {}  # key -> lane (one lane = one key/value cache); mixed: a single lane
         self._wake = threading.Event()
