@@ -179,7 +179,7 @@ def _with_attn_fallback(make, attn_implementation: str | None):
 
 def _finish(name, model, tokenizer, source, dtype, device, kind: str | None = None) -> Backbone:
     """Freeze `model` and pair it with its tokenizer; a model no runner drives is refused here, before any training."""
-    kind = runner_class(model, kind).kind  # UnsupportedModelError: the architecture, what is missing, what works
+    kind = runner_class(model, kind or kind_of_config(model.config)).kind  # UnsupportedModelError names what is missing
     if dtype is not None and next(model.parameters()).dtype != dtype:
         model = model.to(dtype)
     if device is not None:

@@ -52,6 +52,8 @@ class DecoderRunner(Runner):
             return call.missing()
         if "position_bias" in call.params:
             return "its layers take an ALiBi position_bias tensor (MPT style), which softprompt does not build"
+        if getattr(body, "use_alibi", False):
+            return "Falcon's ALiBi variant (alibi=True) folds its bias into the attention mask; rotary Falcons work"
         if attr(body, ("project_in",)) is not None:
             return "its token embeddings are narrower than its hidden states (project_in, as OPT-350m)"
         positions = attr(body, ("rotary_emb", "wpe", "embed_positions")) is not None
@@ -73,6 +75,7 @@ class DecoderRunner(Runner):
         self.window = getattr(cfg, "sliding_window", None)
         self.rotary = attr(body, ("rotary_emb",))
         self.rotary_by_kind = self.rotary is not None and "layer_type" in parameters_of(self.rotary)
+        self.alibi = self.call.takes_alibi and self.rotary is None  # BLOOM; Falcon takes the argument, unused
         self.position_table = attr(body, ("wpe", "embed_positions"))
         self.table_takes_mask = self.position_table is not None and "attention_mask" in parameters_of(
             self.position_table)
@@ -144,7 +147,7 @@ class DecoderRunner(Runner):
                 else:
                     rotary[kind] = next(iter(rotary.values()), None) or self.rotary(seq.hidden, pos)
         extras = {"rotary": rotary, "positions": pos}
-        if self.call.takes_alibi:
+        if self.alibi:
             extras["alibi"] = self._alibi(seq, prefix_len, past)
         return LayerContext(masks, extras)
 
