@@ -1,0 +1,1 @@
+"""Self-checks users can run on their own installation (the architecture matrix)."""

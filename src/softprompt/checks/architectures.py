@@ -1,0 +1,320 @@
+"""The architecture matrix: what works on each architecture, measured on a tiny random model of it.
+
+`check_architecture(arch)` runs every check on `tiny-<arch>` and returns the figures; the test
+suite asserts them (tests/core/test_architectures.py) and `softprompt models --matrix` writes
+them as docs/models.md. Checks, each a number or the reason it does not apply:
+
+- parity: the no-prompt layer loop against the model's own forward (max |diff| of final states);
+- one preset per site (embeddings: prompt tuning, layer m: ID-SPAM, key/values: prefix tuning)
+  trained 5 AdamW steps on one batch: first and last loss (classification for encoders, the LM
+  loss on target tokens for decoders and encoder-decoders);
+- cached decoding against recomputation (max |diff| of next-token logits over 4 steps);
+- a mixed batch (two adapters at two sites) against each request alone;
+- save/load round trip (`wrap()` + save_pretrained/from_pretrained for generative models);
+- peft: greedy tokens of the exported adapter in `PeftModel` against softprompt's.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+from softprompt.backbones import load_backbone
+from softprompt.errors import SoftPromptError
+from softprompt.methods import method_config
+from softprompt.model import SoftPromptModel, append_columns
+from softprompt.runners import TESTED, Sequence, runner_for
+from softprompt.runners.loop import run_layers
+from softprompt.runners.sequence import last_real_index
+
+SITE_PRESETS = {"embeddings": "prompt-tuning", "layer": "id-spam", "kv": "prefix-tuning"}
+TEXTS = ["a gripping, beautifully acted film", "dull", "not bad at all, really"]
+TARGETS = [" yes", " no way", " fine"]
+STEPS = 5
+
+
+@dataclass
+class Report:
+    architecture: str
+    kind: str = ""
+    runner: str = ""
+    parity: float | None = None
+    training: dict = field(default_factory=dict)  # site -> (first loss, last loss) or the reason it is refused
+    cached: float | str | None = None
+    mixed: float | str | None = None
+    round_trip: float | str | None = None
+    peft: dict = field(default_factory=dict)  # preset -> True (same tokens), False, or the reason
+
+
+def tiny_name(arch: str) -> str:
+    return "tiny-gemma3" if arch == "gemma3_text" else f"tiny-{arch}"
+
+
+def check_architecture(arch: str, only: tuple[str, ...] | None = None) -> Report:
+    """Every check (or those in `only`) on tiny-<arch>."""
+    bb = load_backbone(tiny_name(arch))
+    report = Report(arch, bb.kind, type(runner_for(bb.model, bb.kind)).__name__)
+    checks = {"parity": _parity, "training": _training, "cached": _cached, "mixed": _mixed,
+              "round_trip": _round_trip, "peft": _peft}
+    for name, check in checks.items():
+        if only is None or name in only:
+            setattr(report, name, check(bb))
+    return report
+
+
+def all_architectures() -> list[str]:
+    return [arch for names in TESTED.values() for arch in names]
+
+
+# ---------------------------------------------------------------------------------------- checks
+def _batch(tok, texts=TEXTS, side=None):
+    if side:
+        tok.padding_side = side
+    enc = tok(texts, padding=True, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids")
+
+
+@torch.no_grad()
+def _parity(bb) -> float:
+    runner = runner_for(bb.model, bb.kind)
+    worst = 0.0
+    for side in ("left", "right") if bb.kind == "decoder" else ("right",):
+        ids, mask, types = _batch(bb.tokenizer, side=side)
+        seq = Sequence(runner.token_embeddings(ids), mask.bool(), mask.bool(), types)
+        seq = seq.with_hidden(runner.embed(seq))
+        ours = runner.finish(run_layers(runner, [], seq, seq.hidden, 0, runner.num_layers).hidden)
+        if bb.kind == "decoder":
+            pos = (mask.cumsum(1) - 1).clamp(min=0)
+            ref = bb.model(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True)
+            ref = ref.hidden_states[-1]
+        elif bb.kind == "encoder-decoder":
+            ref = bb.model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        else:
+            ref = bb.model(input_ids=ids, attention_mask=mask, **({"token_type_ids": types} if types is not None
+                                                                   else {})).last_hidden_state
+        real = mask.bool()
+        worst = max(worst, float((ours[real] - ref[real]).abs().max()))
+    return worst
+
+
+def build(bb, preset: str, seed: int = 0, generative: bool | None = None, **overrides) -> SoftPromptModel:
+    torch.manual_seed(seed)
+    generative = bb.kind != "encoder" if generative is None else generative
+    method = method_config(preset, **{"producer": {"num_tokens": 4}, **overrides})
+    return SoftPromptModel(bb, method, 0 if generative else 2, generative=generative, max_length=64)
+
+
+def _lm_batch(tok):
+    """Decoders: text + target in one row, labels on the target; encoder-decoders: labels = target ids."""
+    tok.padding_side = "right"
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    rows = [(tok(t)["input_ids"], tok(y, add_special_tokens=False)["input_ids"]) for t, y in zip(TEXTS, TARGETS)]
+    width = max(len(a) + len(b) for a, b in rows)
+    ids = torch.full((len(rows), width), tok.pad_token_id)
+    mask, labels = torch.zeros_like(ids), torch.full_like(ids, -100)
+    for r, (a, b) in enumerate(rows):
+        ids[r, :len(a) + len(b)] = torch.tensor(a + b)
+        mask[r, :len(a) + len(b)] = 1
+        labels[r, len(a):len(a) + len(b)] = torch.tensor(b)
+    return ids, mask, labels
+
+
+def _training(bb) -> dict:
+    out = {}
+    for site, preset in SITE_PRESETS.items():
+        try:
+            model = build(bb, preset, **({"site": {"layer": 1}} if site == "layer" else {}))
+        except SoftPromptError as err:
+            out[site] = str(err)
+            continue
+        model.train()
+        opt = torch.optim.AdamW(model.adapter_params().values(), lr=1e-2)
+        if bb.kind == "encoder":
+            ids, mask, types = _batch(bb.tokenizer, side="right")
+            labels, kwargs = torch.tensor([1, 0, 1]), {"token_type_ids": types}
+        elif bb.kind == "decoder":
+            ids, mask, labels = _lm_batch(bb.tokenizer)
+            kwargs = {"source_mask": (labels == -100) & mask.bool()}
+        else:
+            ids, mask, _ = _batch(bb.tokenizer, side="right")
+            labels = bb.tokenizer(TARGETS, padding=True, return_tensors="pt")["input_ids"]
+            labels[labels == bb.tokenizer.pad_token_id] = -100
+            kwargs = {}
+        losses = []
+        for _ in range(STEPS):
+            loss = model(ids, mask, labels=labels, **kwargs).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses.append(float(loss.detach()))
+        out[site] = (losses[0], losses[-1])
+    return out
+
+
+def _perturbed(bb, preset: str, seed: int = 0, **kw) -> SoftPromptModel:
+    model = build(bb, preset, seed, **kw).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # every prompt parameter matters (zero-initialised parts too)
+        for p in model.producer.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.3)
+    return model
+
+
+@torch.no_grad()
+def _cached(bb) -> float | str:
+    if bb.kind == "encoder":
+        return "encoders do not decode"
+    worst = 0.0
+    for preset in ("prompt-tuning", "prefix-tuning"):
+        model = _perturbed(bb, preset)
+        ids, mask, _ = _batch(bb.tokenizer, side="left" if bb.kind == "decoder" else "right")
+        if bb.kind == "decoder":
+            worst = max(worst, _decoder_cache_gap(model, ids, mask))
+        else:
+            worst = max(worst, _seq2seq_cache_gap(model, ids, mask))
+    return worst
+
+
+def _decoder_cache_gap(model, ids, mask) -> float:
+    logits, cache = model.prefill(ids, mask)
+    source, worst = mask.bool(), 0.0
+    for _ in range(4):
+        hidden, seq = model.from_state(model.frozen_state(ids, mask), ids, source_mask=source)
+        ref = model.runner.lm_head()(hidden[torch.arange(ids.shape[0]), last_real_index(seq.text_mask)])
+        worst = max(worst, float((logits - ref).abs().max()))
+        nxt = logits.argmax(-1)
+        ids, mask = append_columns(ids, mask, nxt)
+        source = torch.cat([source, torch.zeros_like(source[:, :1])], 1)
+        logits = model.decode(cache, nxt[:, None])[:, -1]
+    return worst
+
+
+def _seq2seq_cache_gap(model, ids, mask) -> float:
+    """The decoder stepping with its cache against the decoder rerun on the whole prefix each step."""
+    from softprompt.generation import EncoderDecoderSession
+
+    session = EncoderDecoderSession(model)
+    logits = session.prefill(ids, mask)
+    start = model.backbone.model.config.decoder_start_token_id
+    dec = torch.full((ids.shape[0], 1), start, dtype=torch.long)
+    encoded, enc_mask, _ = model.encode(ids, mask)
+    worst = 0.0
+    for _ in range(4):
+        fresh = model.encode(ids, mask)[2]
+        ref = model.decoder_logits(encoded, enc_mask, dec, past_key_values=fresh)[:, -1]
+        worst = max(worst, float((logits - ref).abs().max()))
+        nxt = logits.argmax(-1)
+        dec = torch.cat([dec, nxt[:, None]], 1)
+        logits = session.step(nxt)
+    return worst
+
+
+@torch.no_grad()
+def _mixed(bb) -> float | str:
+    from softprompt.serve.mixed import Group, mixed_logits
+
+    presets = ("prompt-tuning", "id-spam") if bb.kind == "encoder-decoder" else ("prompt-tuning", "prefix-tuning")
+    try:
+        models = [_perturbed(bb, p, seed, generative=False, **({"site": {"layer": 1}} if p == "id-spam" else {}))
+                  for seed, p in enumerate(presets)]
+    except SoftPromptError as err:
+        return str(err)
+    ids, mask, types = _batch(bb.tokenizer, side="right")
+    rows = [torch.tensor([0, 2]), torch.tensor([1])]
+    groups = [Group(m, r) for m, r in zip(models, rows)]
+    worst = 0.0
+    for g, logits in zip(groups, mixed_logits(models[0].runner, groups, ids, mask, types)):
+        for j, row in enumerate(g.rows.tolist()):
+            n = int(mask[row].sum())
+            one = g.model(ids[row:row + 1, :n], mask[row:row + 1, :n],
+                          None if types is None else types[row:row + 1, :n]).logits
+            worst = max(worst, float((logits[j] - one[0]).abs().max()))
+    return worst
+
+
+def _round_trip(bb) -> float | str:
+    """Generative: wrap(), one step, save_pretrained/from_pretrained, same logits; encoders: adapter files."""
+    from softprompt.adapter import load_adapter, save_adapter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if bb.kind == "encoder":
+            model = _perturbed(bb, "prefix-tuning" if _kv_ok(bb) else "prompt-tuning")
+            ids, mask, types = _batch(bb.tokenizer, side="right")
+            save_adapter(model, tmp)
+            back = load_adapter(tmp, bb).eval()
+            with torch.no_grad():
+                return float((model(ids, mask, types).logits - back(ids, mask, types).logits).abs().max())
+        import softprompt
+        from softprompt.wrap import WrappedModel
+
+        torch.manual_seed(0)
+        wrapped = softprompt.wrap(bb.model, bb.tokenizer, method="prefix-tuning", producer={"num_tokens": 4})
+        ids, mask, labels = _lm_batch(bb.tokenizer)
+        if bb.kind == "encoder-decoder":
+            labels = bb.tokenizer(TARGETS, padding=True, return_tensors="pt")["input_ids"]
+        opt = torch.optim.AdamW([p for p in wrapped.parameters() if p.requires_grad], lr=1e-2)
+        wrapped.train()
+        wrapped(ids, mask, labels=labels).loss.backward()
+        opt.step()
+        wrapped.eval()
+        wrapped.save_pretrained(tmp)
+        back = WrappedModel.from_pretrained(tmp).eval()
+        with torch.no_grad():
+            a, b = wrapped(ids, mask, labels=labels), back(ids, mask, labels=labels)
+            tokens_a = wrapped.generate(ids[:1, :int(mask[0].sum())], max_new_tokens=4, eos_token_id=-1)
+            tokens_b = back.generate(ids[:1, :int(mask[0].sum())], max_new_tokens=4, eos_token_id=-1)
+        if not torch.equal(tokens_a, tokens_b):
+            return "generated tokens differ after the round trip"
+        return float((a.loss - b.loss).abs())
+
+
+def _kv_ok(bb) -> bool:
+    try:
+        build(bb, "prefix-tuning", generative=False)
+        return True
+    except SoftPromptError:
+        return False
+
+
+def _peft(bb) -> dict:
+    """Greedy tokens of the exported adapter run by peft (PeftModel.generate) against softprompt's."""
+    if bb.kind == "encoder":
+        return {"prompt-tuning": "not checked here (classification export: tests/interop/test_peft.py)"}
+    from peft import PeftModel
+    from transformers import GenerationConfig
+
+    from softprompt.interop.peft import PeftInteropError, export_peft
+
+    out = {}
+    for preset in ("prompt-tuning", "prefix-tuning"):
+        model = _perturbed(bb, preset)
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                export_peft(model, tmp)
+            except PeftInteropError as err:
+                out[preset] = str(err).split(": ", 1)[-1]
+                continue
+            base = load_backbone(tiny_name(bb.family)).model
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pm = PeftModel.from_pretrained(base, tmp).eval()
+        enc = bb.tokenizer([TEXTS[0]], return_tensors="pt")
+        ours = model.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=6, eos_token_id=-1)
+        cfg = GenerationConfig(max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                               pad_token_id=bb.tokenizer.pad_token_id,
+                               decoder_start_token_id=getattr(base.config, "decoder_start_token_id", None))
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                theirs = pm.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                     generation_config=cfg)
+        except Exception as err:  # peft itself cannot run this method on this architecture
+            out[preset] = f"peft fails: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
+            continue
+        theirs = theirs[:, enc["input_ids"].shape[1]:] if bb.kind == "decoder" else theirs[:, 1:]
+        out[preset] = bool(torch.equal(ours, theirs[:, :6]))
+    return out
