@@ -115,7 +115,7 @@ def load_backbone(
         return _load_folder(name, path.resolve(), dtype, device, attn_implementation)
     if path.exists():
         raise BackboneError(f"backbone {name!r}: a file that is not a .gguf; give a model folder, a .gguf file, "
-                            f"a hub id or one of: {', '.join(REGISTRY)}")
+                            f"a hub id or one of: {_short_names()}")
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise BackboneError(f"backbone {name!r}: no such file or folder")
     return _load_folder(name, name, dtype, device, attn_implementation)
@@ -128,31 +128,68 @@ def _offline() -> bool:
     )
 
 
-def _unknown(name: str, err: Exception) -> BackboneError:
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick connection to the hub's host (the hub client itself retries for half a minute)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # a malformed id
+        return False
+
+
+def _short_names() -> str:
+    packaged = [n for n, spec in REGISTRY.items() if not spec.builtin]
+    return f"{', '.join(packaged)}, or tiny-<architecture> (softprompt models)"
+
+
+def _unknown(name: str, err: Exception | None) -> BackboneError:
     close = difflib.get_close_matches(name, list(REGISTRY), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    if err is None:
+        return BackboneError(
+            f"backbone {name!r}: not a short name ({_short_names()}) or a local folder, not in the local Hugging Face "
+            "cache, and the hub cannot be reached from here (offline{' mode' if _offline() else ''}): download it where a network exists "
+            f"(huggingface-cli download {name}) and copy the cache, or give a local folder.{hint}")
     where = "the local Hugging Face cache (offline mode)" if _offline() else "the Hugging Face hub"
-    return BackboneError(
-        f"unknown backbone {name!r}: not a short name ({', '.join(REGISTRY)}), not a local folder or .gguf "
-        f"file, and not loadable from {where} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}).{hint}"
-    )
+    first = str(err).splitlines()[0] if str(err) else ""
+    return BackboneError(f"unknown backbone {name!r}: not a short name ({_short_names()}), not a local folder or "
+                         f".gguf file, and not loadable from {where} ({type(err).__name__}: {first}).{hint}")
 
 
 def _load_folder(name: str, where, dtype, device, attn_implementation, expect: str | None = None) -> Backbone:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     local_only = _offline() or isinstance(where, Path)
+    if isinstance(where, str) and not _in_hub_cache(where) and (_offline() or not _hub_reachable()):
+        raise _unknown(name, None)
     try:
         config = AutoConfig.from_pretrained(where, local_files_only=local_only)
     except Exception as err:  # OSError, ValueError, EnvironmentError... from hub resolution
         if isinstance(where, Path):
-            raise BackboneError(f"backbone {name!r}: cannot read a model config in {where} ({err})") from err
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BackboneError(f"backbone {name!r}: cannot read a model config in {where} ({first})") from err
         raise _unknown(name, err) from err
     if expect and config.model_type != expect:
         raise BackboneError(f"backbone {name!r}: {where} holds a {config.model_type} model, expected {expect}")
-    auto = {"encoder": AutoModel, "decoder": AutoModelForCausalLM, "encoder-decoder": AutoModelForSeq2SeqLM}[
-        kind_of_config(config)
-    ]
+    kind = kind_of_config(config)
+    auto = {"encoder": AutoModel, "decoder": AutoModelForCausalLM, "encoder-decoder": AutoModelForSeq2SeqLM}[kind]
+    with torch.device("meta"):  # the structure alone, no weights: refuse an undrivable model before loading it
+        runner_class(auto.from_config(config), kind)
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_only)
         model = _with_attn_fallback(
