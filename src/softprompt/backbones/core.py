@@ -162,7 +162,7 @@ def _unknown(name: str, err: Exception | None) -> BackboneError:
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     if err is None:
         return BackboneError(
-            f"backbone {name!r}: not a short name ({_short_names()}) or a local folder, not in the local Hugging Face "
+            f"unknown backbone {name!r}: not a short name ({_short_names()}) or a local folder, not in the local Hugging Face "
             "cache, and the hub cannot be reached from here (offline{' mode' if _offline() else ''}): download it where a network exists "
             f"(huggingface-cli download {name}) and copy the cache, or give a local folder.{hint}")
     where = "the local Hugging Face cache (offline mode)" if _offline() else "the Hugging Face hub"
