@@ -1,8 +1,9 @@
-"""The four packaged backbones load offline and behave like the real models.
+"""The packaged backbones load offline and behave like the real models.
 
 Marked slow (they need the packaged weights), but part of the default run.  The first ever run
-on a machine converts the GGUF files (about 20 s for SmolLM2, 60 s for Gemma-3) and extracts
-mpnet (about 5 s); later runs read the cache.
+on a machine converts the GGUF files (about 20 s for SmolLM2, 60 s for Gemma-3, 55 s for
+Qwen2.5-Coder) and extracts mpnet (about 5 s); later runs read the cache.  qwen2.5-coder-0.5b is
+opt-in (not in the `models` extra): its tests skip unless its six packages are installed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from softprompt.backbones import cache, load_backbone, weights_fingerprint
-from softprompt.backbones.packaged import cache_state
+from softprompt.backbones.packaged import QWEN_CODER_SHA256, cache_state, qwen_coder_parts
+from softprompt.backbones.registry import REGISTRY, is_installed
 
 pytestmark = pytest.mark.slow
 
@@ -170,3 +172,70 @@ def test_gemma3_load_in_a_fresh_process_is_fast(gemma3):
     print(f"\n[backbones] gemma3-270m cached load in a fresh process: {inside:.2f} s (imports included), "
           f"{wall:.2f} s wall with interpreter start")
     assert inside < 30
+
+
+# --------------------------------------------------------------------------- qwen2.5-coder-0.5b (opt-in)
+QWEN = "qwen2.5-coder-0.5b"
+CODE_REQUEST = [{"role": "user", "content": "Write a Python function that adds two numbers."}]
+
+
+@pytest.fixture(scope="session")
+def qwen_coder():
+    spec = REGISTRY[QWEN]
+    if not is_installed(spec):
+        pytest.skip(f"{QWEN} is opt-in (469 MiB of wheels) and not installed: "
+                    f"{spec.install_command(' '.join(spec.distributions))}")
+    started = time.perf_counter()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        bb = load_backbone(QWEN)
+    print(f"\n[backbones] first load of {QWEN} in this session: {time.perf_counter() - started:.2f} s")
+    return bb
+
+
+def test_qwen_coder_checksum_config_and_gguf_tokenizer(qwen_coder):
+    bb = qwen_coder
+    assert cache.sha256_files(qwen_coder_parts()) == QWEN_CODER_SHA256  # the six parts joined, as installed
+    marker = cache.read_marker(cache.target_dir(QWEN))
+    assert marker["source_sha256"] == QWEN_CODER_SHA256 and len(marker["sources"]) == 6
+    assert any(fix.startswith("tie_word_embeddings") for fix in marker["config_fixes"])
+    assert cache_state(QWEN) == "ready"
+    assert (bb.family, bb.kind, type(bb.model).__name__) == ("qwen2", "decoder", "Qwen2ForCausalLM")
+    cfg = bb.model.config
+    assert (cfg.model_type, cfg.num_hidden_layers, cfg.hidden_size) == ("qwen2", 24, 896)
+    assert (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.intermediate_size) == (14, 2, 4864)
+    # the GGUF stores output.weight as a second quantized copy of the tied embedding: tied again, 494M
+    assert cfg.tie_word_embeddings and bb.model.lm_head.weight is bb.model.model.embed_tokens.weight
+    assert bb.num_parameters() == 494_032_768
+    assert getattr(cfg, "quantization_config", None) is None and bb.dtype == torch.float32
+    tok = bb.tokenizer
+    assert (len(tok), tok.eos_token, tok.pad_token) == (151_936, "<|im_end|>", "<|endoftext|>")
+    assert tok("Hello world")["input_ids"] == [9707, 1879]
+    chat = tok.apply_chat_template(CODE_REQUEST, tokenize=False, add_generation_prompt=True)
+    assert chat.startswith("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud.")
+    assert chat.endswith("<|im_start|>user\nWrite a Python function that adds two numbers.<|im_end|>\n"
+                         "<|im_start|>assistant\n")
+
+
+def test_qwen_coder_greedy_generate_matches_the_runner(qwen_coder):
+    """HF's generate and softprompt's layer-by-layer runner (no prompt) pick the same 3 tokens."""
+    from tests.core.test_runners import reference, run_plain
+
+    bb = qwen_coder
+    enc = bb.tokenizer.apply_chat_template(CODE_REQUEST, add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    with torch.no_grad():
+        hf = bb.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sample=False)[0, ids.shape[1]:]
+        ours, ref = run_plain(bb, ids, mask), reference(bb, ids, mask)
+        diff = float((ours - ref).abs().max())
+        steps, hidden = ids, ours
+        for step in range(3):
+            if step:
+                hidden = run_plain(bb, steps, torch.ones_like(steps))
+            steps = torch.cat([steps, bb.model.lm_head(hidden[:, -1]).argmax(-1, keepdim=True)], dim=1)
+    text = bb.tokenizer.decode(hf)
+    print(f"\n[backbones] {QWEN}: greedy continuation {text!r}; runner vs HF final hidden max abs diff {diff:.2e}")
+    assert diff < 1e-4
+    assert steps[0, ids.shape[1]:].tolist() == hf.tolist()
+    assert text.strip()  # a real answer starts here, not an end-of-turn token

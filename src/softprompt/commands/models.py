@@ -28,26 +28,53 @@ def run(args: argparse.Namespace) -> int:
 def run_list(args: argparse.Namespace) -> int:
     from softprompt.backbones import list_backbones
     from softprompt.backbones.packaged import cache_state
-    from softprompt.backbones.registry import is_installed
+    from softprompt.backbones import cache
+    from softprompt.backbones.registry import is_installed, package_dirs
     from softprompt.settings import cache_dir
 
-    rows = [["NAME", "FAMILY", "KIND", "PACKAGE", "INSTALLED", "CACHE", "DESCRIPTION"]]
+    rows = [["NAME", "FAMILY", "KIND", "PACKAGE", "INSTALLED", "SIZE", "CACHE", "DESCRIPTION"]]
     for spec in list_backbones():
         installed = is_installed(spec)
         if not spec.cached:
             state = "not needed"
         else:
             state = cache_state(spec.name) if installed else "-"
+            if state in ("ready", "stale"):
+                state += f" ({_human(_tree_bytes(cache.target_dir(spec.name)))})"
+        size = _human(sum(_tree_bytes(d) for d in package_dirs(spec))) if installed and not spec.builtin else "-"
         rows.append([spec.name, spec.family, spec.kind, spec.package or "(built in)",
-                     "yes" if installed else "no", state, spec.description])
+                     "yes" if installed else "no", size, state, spec.description])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
-    print(f"\ncache: {cache_dir('models')}")
+    print("\nSIZE: the installed package files on disk; CACHE: the prepared float32 folder and its size")
+    print(f"cache: {cache_dir('models')}")
     missing = [s for s in list_backbones() if not is_installed(s)]
     for spec in missing:
         print(f"install {spec.name}: {spec.install_command(' '.join(spec.distributions) if spec.distributions else None)}")
     return 0
+
+
+def _tree_bytes(folder) -> int:
+    """Bytes of the regular files under `folder` (a package's own folder or a cache folder)."""
+    import os
+
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                total += os.path.getsize(path)
+    return total
+
+
+def _human(n: float) -> str:
+    """1.9 GiB, 469 MiB, 87 MiB, 512 B."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" and n < 10 else f"{n:.0f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
 
 
 def run_prepare(args: argparse.Namespace) -> int:
