@@ -89,3 +89,13 @@ def test_cli_refuses_an_unsupported_model_folder_with_exit_2_and_one_line(tmp_pa
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "architecture 'mpt' (MptForCausalLM) cannot be driven" in err
+
+
+def test_models_matrix_command_writes_the_table(tmp_path, capsys):
+    from softprompt.cli import main
+
+    out = tmp_path / "models.md"
+    assert main(["models", "matrix", "--only", "gpt2", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| `gpt2`")]
+    assert len(rows) == 1 and rows[0].count("✓") == 11 and "✗" not in rows[0]
+    assert "softprompt models matrix --only gpt2" in out.read_text()

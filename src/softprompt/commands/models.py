@@ -1,4 +1,5 @@
-"""`softprompt models ...`: the backbone registry; `models prepare NAME` fills the model cache."""
+"""`softprompt models ...`: the backbone registry; `models prepare NAME` fills the model cache;
+`models matrix` checks every tested architecture and writes docs/models.md."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     prep.add_argument("names", nargs="*", metavar="NAME", help="packaged backbone(s); default: all installed ones")
     prep.set_defaults(_models_run=run_prepare)
+    matrix = sub.add_parser("matrix", help="run the architecture checks on tiny models of every tested architecture "
+                                           "and write the table (docs/models.md)")
+    matrix.add_argument("--out", default="docs/models.md", help="Markdown file to write (default: docs/models.md)")
+    matrix.add_argument("--only", default=None, help="comma-separated architectures (default: all tested)")
+    matrix.set_defaults(_models_run=run_matrix)
     parser.set_defaults(_models_run=run_list)
 
 
@@ -49,6 +55,9 @@ def run_list(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
     print("\nSIZE: the installed package files on disk; CACHE: the prepared float32 folder and its size")
     print(f"cache: {cache_dir('models')}")
+    from softprompt.runners import supported_line
+
+    print(f"architectures: any model built from the common pieces; {supported_line()}")
     missing = [s for s in list_backbones() if not is_installed(s)]
     for spec in missing:
         print(f"install {spec.name}: {spec.install_command(' '.join(spec.distributions) if spec.distributions else None)}")
@@ -87,4 +96,22 @@ def run_prepare(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         folder = prepare_backbone(name)
         print(f"{name}: ready in {folder} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def run_matrix(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from softprompt.checks.architectures import all_architectures, check_architecture, markdown
+
+    archs = args.only.split(",") if args.only else all_architectures()
+    reports = []
+    for arch in archs:
+        started = time.perf_counter()
+        reports.append(check_architecture(arch))
+        print(f"{arch}: checked in {time.perf_counter() - started:.1f} s", flush=True)
+    command = "softprompt models matrix" + (f" --only {args.only}" if args.only else "")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(markdown(reports, command))
+    print(f"wrote {args.out}")
     return 0
