@@ -115,7 +115,7 @@ def test_smollm2_tokenizer_is_the_gguf_one(smollm2):
 
 def test_gemma3_predicts_paris_among_top_tokens_and_reads_english(gemma3):
     bb = gemma3
-    assert (bb.family, bb.kind, type(bb.model).__name__) == ("gemma3", "decoder", "Gemma3ForCausalLM")
+    assert (bb.family, bb.kind, type(bb.model).__name__) == ("gemma3_text", "decoder", "Gemma3ForCausalLM")
     assert bb.num_parameters() == 268_098_176
     cfg = bb.model.config
     assert cfg.model_type == "gemma3_text"

