@@ -187,6 +187,20 @@ def _enter_embeddings(p: _Pass, groups: list[PromptGroup]) -> None:
     p.apply_pending()
 
 
+def embedding_input(runner: Runner, groups: list[PromptGroup], input_ids, attention_mask) -> Sequence:
+    """The batch as it stands where layer 0's input is made, before `runner.embed`.
+
+    Token embeddings with the prompts of embedding-site groups inserted and DePT's edits made:
+    what HF's `model(inputs_embeds=...)` takes (Gemma's sqrt(d) scale already in; Granite's
+    multiplier, learned positions and embedding norms still to come), e.g. vLLM's `prompt_embeds`.
+    Sites that act later (layer m > 0, key/value prefixes) have not acted yet.
+    """
+    seq, tok = start_sequence(runner, groups, input_ids, attention_mask)
+    p = _Pass(runner, tok, seq.mask, seq)
+    _enter_embeddings(p, [g for g in groups if g.active])
+    return p.seq
+
+
 def decode_step(runner: Runner, cache: KVCache, input_ids: torch.Tensor) -> torch.Tensor:
     """Hidden states (after the final norm) of new tokens (B, n) appended to every row, from the cache.
 
