@@ -1,13 +1,15 @@
 """softprompt vs the peft library: same method, backbone, data order, batch and steps.
 
     python benchmarks/train_vs_peft.py --data-dir ../shared/data [--backbone minilm-l6 --train-limit 4000 --epochs 3]
-    python benchmarks/train_vs_peft.py --mode decoder --data-dir ../shared/data --backbone smollm2-135m --batch-size 16 --train-limit 256
+    python benchmarks/train_vs_peft.py --mode decoder --data-dir ../shared/data --backbone smollm2-135m --batch-size 16 --train-limit 256 --bleu-limit 50
 
-Decoder mode: prompt tuning (10 tokens) on E2E with the LM loss on target tokens only, softprompt
-(logits at target positions only) vs peft PROMPT_TUNING CAUSAL_LM (logits at every position), same
-batches (batch 16, `encode_generation` rows in `batch_order`), one epoch; training samples/s and peak
-RSS per subprocess (goal: >= 1.0x peft speed, <= 0.5x peft peak memory). Writes
-benchmarks/results/train_vs_peft_decoder_<backbone>.{json,md}.
+Decoder mode: prompt tuning and prefix tuning (10 tokens; prefix through a 512-wide MLP on both sides,
+as experiments/e2e.yaml) on E2E with the LM loss on target tokens only, softprompt (logits at target
+positions only) vs peft PROMPT_TUNING / PREFIX_TUNING CAUSAL_LM (logits at every position), same batches
+(`encode_generation` rows in `batch_order`), one epoch, gradient checkpointing off then on for both,
+`--dtype bf16` for a bf16 base; training samples/s, peak RSS per subprocess and BLEU on unseen test
+MRs (`--bleu-limit`). Goal (issue #24): >= 1.2x peft's speed, <= 0.8x its peak memory. Writes
+benchmarks/results/train_vs_peft_decoder_<backbone>[_bf16].{json,md}.
 
 Each (library, method) trains in its own subprocess (so peak memory is its own), alternating
 softprompt and peft, with one plain AdamW loop over identical batches: only the model differs.
@@ -106,9 +108,18 @@ def worker(args) -> dict:
             "accuracy": acc, "trainable_params": sum(p.numel() for p in params)}
 
 
+DECODER_METHODS = {  # name -> (softprompt preset, peft config, learning rate): the e2e spec's settings
+    "prompt-tuning": ({"name": "prompt-tuning", "producer": {"num_tokens": 10}},
+                      ("PROMPT_TUNING", {}), 3e-2),
+    "prefix-tuning": ({"name": "prefix-tuning", "producer": {"num_tokens": 10, "hidden": 512}},
+                      ("PREFIX_TUNING", {"prefix_projection": True, "encoder_hidden_size": 512}), 1e-3),
+}
+DECODER_VARIANTS = ("plain", "checkpointing")  # gradient checkpointing off / on
+
+
 def decoder_worker(args) -> dict:
     import torch
-    from peft import PromptTuningConfig, TaskType, get_peft_model
+    from peft import PrefixTuningConfig, PromptTuningConfig, TaskType, get_peft_model
     from transformers import get_linear_schedule_with_warmup
 
     from softprompt.backbones import load_backbone
@@ -118,30 +129,34 @@ def decoder_worker(args) -> dict:
     from softprompt.train.batches import batch_order, collate
     from softprompt.train.text_batches import encode_generation
 
+    method, variant = args.method.split(":")
+    checkpointing = variant == "checkpointing"
+    preset, (peft_type, peft_extra), lr = DECODER_METHODS[method]
     torch.manual_seed(0)
-    bb = load_backbone(args.backbone)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    bb = load_backbone(args.backbone, dtype=dtype)
     tok, task = bb.tokenizer, get_task("e2e")
     train = encode_generation(tok, task, load_split(task, "train", args.data_dir, args.train_limit, 0),
                               args.max_length, bb.kind)
     if args.library == "softprompt":
-        model = SoftPromptModel(bb, method_config({"name": "prompt-tuning", "producer": {"num_tokens": 10}}), 0,
-                                generative=True)
-        model.gradient_checkpointing = args.checkpointing
+        model = SoftPromptModel(bb, method_config(preset), 0, generative=True)
+        model.gradient_checkpointing = checkpointing
         params = list(model.adapter_params().values())
 
         def loss_of(b):
             return model(b["input_ids"], b["attention_mask"], labels=b["labels"], source_mask=b["source_mask"]).loss
         side = "left"
     else:
-        if args.checkpointing:  # HF's own checkpointing; inputs need grads so the prompt's gradient flows
+        if checkpointing:  # HF's own checkpointing; inputs need grads so the prompt's gradient flows
             bb.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model = get_peft_model(bb.model, PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10))
+        cls = PromptTuningConfig if peft_type == "PROMPT_TUNING" else PrefixTuningConfig
+        model = get_peft_model(bb.model, cls(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10, **peft_extra))
         params = [p for p in model.parameters() if p.requires_grad]
 
         def loss_of(b):
             return model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss
         side = "right"
-    opt = torch.optim.AdamW(params, lr=3e-2, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
     batches = batch_order(train.lengths, args.batch_size, 0, 0, True, True)
     sched = get_linear_schedule_with_warmup(opt, int(0.06 * len(batches)), len(batches))
     model.train()
@@ -155,15 +170,38 @@ def decoder_worker(args) -> dict:
         sched.step()
         opt.zero_grad()
         seen += len(idx)
-        losses.append(float(loss))
-    return {"library": args.library, "checkpointing": args.checkpointing,
-            "method": "prompt-tuning (decoder, E2E)", "train_samples_per_s":
-            seen / (time.perf_counter() - t0), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "first_loss": losses[0], "last_loss": losses[-1], "steps": len(batches),
-            "trainable_params": sum(p.numel() for p in params)}
+        losses.append(float(loss.detach()))
+    train_sps = seen / (time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # training's peak, before decoding
+    model.eval()
+    bleu = decoder_bleu(args, model, bb, task) if args.bleu_limit else None
+    return {"library": args.library, "checkpointing": checkpointing, "method": method, "dtype": args.dtype,
+            "train_samples_per_s": train_sps, "peak_rss_mb": peak, "first_loss": losses[0], "last_loss": losses[-1],
+            "steps": len(batches), "trainable_params": sum(p.numel() for p in params), "bleu": bleu}
 
 
-DECODER_VARIANTS = ("plain", "checkpointing")  # worker METHOD in decoder mode: gradient checkpointing off / on
+def decoder_bleu(args, model, bb, task) -> float:
+    """Corpus BLEU (the E2E metric) of greedy outputs on the first `--bleu-limit` test MRs (unseen in training)."""
+    import torch
+
+    from softprompt.tasks import load_split, score_predictions
+    from softprompt.train.text_batches import encode_generation
+
+    tok = bb.tokenizer
+    examples = load_split(task, "test", args.data_dir, args.bleu_limit, 0)
+    enc = encode_generation(tok, task, examples, args.max_length, bb.kind)
+    predictions = []
+    with torch.no_grad():
+        for src in enc.sources:  # one unpadded source at a time: both libraries see the same input
+            ids = torch.tensor([src])
+            if args.library == "softprompt":
+                out = model.generate_text(ids, torch.ones_like(ids), max_new_tokens=40, stop=["\n"])
+                predictions.append(out.texts[0])
+            else:
+                new = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=40,
+                                     do_sample=False, pad_token_id=tok.pad_token_id)[0, ids.shape[1]:]
+                predictions.append(tok.decode(new, skip_special_tokens=True).split("\n")[0])
+    return float(score_predictions(task, enc.examples, predictions, with_meteor=False)["bleu"])
 
 
 def run_decoder(args, flags: list[str]) -> None:
@@ -171,50 +209,61 @@ def run_decoder(args, flags: list[str]) -> None:
     import torch
 
     rows = []
-    for variant in DECODER_VARIANTS:
-        for library in ("softprompt", "peft"):  # alternated
-            try:
-                proc = subprocess.run([sys.executable, __file__, *flags, "--worker", library, variant],
-                                      capture_output=True, text=True, timeout=args.timeout)
-                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else
-                            {"library": library, "checkpointing": variant == "checkpointing",
-                             "error": (proc.stderr.strip().splitlines() or ["?"])[-1]})
-            except subprocess.TimeoutExpired:
-                rows.append({"library": library, "checkpointing": variant == "checkpointing",
-                             "error": f"timed out after {args.timeout}s"})
-            print(rows[-1], flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     command = "python benchmarks/train_vs_peft.py " + " ".join(flags)
     meta = {"command": command, "commit": commit, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
             "torch": torch.__version__, "peft": peft.__version__}
+    name = f"train_vs_peft_decoder_{args.backbone}" + ("" if args.dtype == "fp32" else f"_{args.dtype}")
+    for method in args.methods.split(","):
+        for variant in DECODER_VARIANTS:
+            for library in ("softprompt", "peft"):  # alternated
+                job = f"{method}:{variant}"
+                try:
+                    proc = subprocess.run([sys.executable, __file__, *flags, "--worker", library, job],
+                                          capture_output=True, text=True, timeout=args.timeout)
+                    rows.append(json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else
+                                {"library": library, "method": method, "checkpointing": variant == "checkpointing",
+                                 "error": (proc.stderr.strip().splitlines() or ["?"])[-1]})
+                except subprocess.TimeoutExpired:
+                    rows.append({"library": library, "method": method, "checkpointing": variant == "checkpointing",
+                                 "error": f"timed out after {args.timeout}s"})
+                print(rows[-1], flush=True)
+                write_decoder_results(args, meta, name, rows)  # nothing finished is lost
+    print(write_decoder_results(args, meta, name, rows))
+
+
+def write_decoder_results(args, meta: dict, name: str, rows: list[dict]) -> str:
     out = Path(__file__).parent / "results"
-    (out / f"train_vs_peft_decoder_{args.backbone}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = [f"# softprompt vs peft, decoder prompt tuning on E2E ({args.backbone}, batch {args.batch_size})", "",
-             f"`{command}`", "", f"commit {commit}; {meta['machine']}; torch {meta['torch']}; peft {meta['peft']}", "",
-             "Each row is its own subprocess (peak RSS is its own: weights, activations, optimizer). Gradient",
-             "checkpointing: softprompt's layer loop (`gradient_checkpointing=True`); peft through HF's",
-             "`gradient_checkpointing_enable()` on the base model.", "",
-             "| library | gradient checkpointing | train samples/s | peak RSS MB | first loss | last loss | trainable |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    (out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = [f"# softprompt vs peft, decoder soft prompts on E2E ({args.backbone}, {args.dtype}, batch {args.batch_size})",
+             "", f"`{meta['command']}`", "",
+             f"commit {meta['commit']}; {meta['machine']}; torch {meta['torch']}; peft {meta['peft']}", "",
+             "Same rows, batches, order, optimizer and schedule; each row its own subprocess (peak RSS of training:",
+             "weights, activations, optimizer). Gradient checkpointing: softprompt's layer loop; peft through HF's",
+             "`gradient_checkpointing_enable()`. BLEU: greedy outputs on the first "
+             f"{args.bleu_limit} E2E test meaning representations (unseen in training).", "",
+             "| method | library | gradient checkpointing | train samples/s | peak RSS MB | first loss | last loss "
+             "| BLEU | trainable |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         gc = "on" if r["checkpointing"] else "off"
-        lines.append(f"| {r['library']} | {gc} | fails: {r['error']} | | | | |" if "error" in r else
-                     f"| {r['library']} | {gc} | {r['train_samples_per_s']:.2f} | {r['peak_rss_mb']:.0f} | "
-                     f"{r['first_loss']:.3f} | {r['last_loss']:.3f} | {r['trainable_params']:,} |")
-    ok = {(r["library"], r["checkpointing"]): r for r in rows if "error" not in r}
-    base = ok.get(("peft", False))
-    for gc in (False, True):
-        sp = ok.get(("softprompt", gc))
-        if sp and base:
-            lines += ["", f"softprompt (checkpointing {'on' if gc else 'off'}) vs peft (its default, checkpointing off): "
-                          f"training speed {sp['train_samples_per_s'] / base['train_samples_per_s']:.2f}x (goal >= 1.0x), "
-                          f"peak memory {sp['peak_rss_mb'] / base['peak_rss_mb']:.2f}x (goal <= 0.5x)"]
-    sp, pf = ok.get(("softprompt", True)), ok.get(("peft", True))
-    if sp and pf:
-        lines += ["", f"both with checkpointing: speed {sp['train_samples_per_s'] / pf['train_samples_per_s']:.2f}x, "
-                      f"peak memory {sp['peak_rss_mb'] / pf['peak_rss_mb']:.2f}x"]
-    (out / f"train_vs_peft_decoder_{args.backbone}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        if "error" in r:
+            lines.append(f"| {r['method']} | {r['library']} | {gc} | fails: {r['error']} | | | | | |")
+            continue
+        bleu = "-" if r.get("bleu") is None else f"{r['bleu']:.1f}"
+        lines.append(f"| {r['method']} | {r['library']} | {gc} | {r['train_samples_per_s']:.2f} | {r['peak_rss_mb']:.0f} "
+                     f"| {r['first_loss']:.3f} | {r['last_loss']:.3f} | {bleu} | {r['trainable_params']:,} |")
+    ok = {(r["method"], r["library"], r["checkpointing"]): r for r in rows if "error" not in r}
+    lines.append("")
+    for method in args.methods.split(","):
+        for gc in (False, True):
+            sp, pf = ok.get((method, "softprompt", gc)), ok.get((method, "peft", gc))
+            if sp and pf:
+                lines.append(f"- {method}, checkpointing {'on' if gc else 'off'} on both sides: training speed "
+                             f"{sp['train_samples_per_s'] / pf['train_samples_per_s']:.2f}x peft (goal >= 1.2x), "
+                             f"peak memory {sp['peak_rss_mb'] / pf['peak_rss_mb']:.2f}x (goal <= 0.8x)")
+    text = "\n".join(lines) + "\n"
+    (out / f"{name}.md").write_text(text)
+    return text
 
 
 def run_worker(flags: list[str], library: str, method: str) -> dict:
@@ -286,16 +335,19 @@ def main() -> None:
     ap.add_argument("--eval-limit", type=int, default=None, help="seeded subsample of SST-2 dev (default: all 872)")
     ap.add_argument("--repeats", type=int, default=1, help="alternated runs per (library, method); speeds are medians")
     ap.add_argument("--mode", choices=("encoder", "decoder"), default="encoder",
-                    help="decoder: prompt tuning on E2E with a causal LM (smollm2-135m), batch 16, one epoch")
+                    help="decoder: prompt and prefix tuning on E2E with a causal LM, one epoch, then BLEU")
+    ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="decoder mode: the frozen base's dtype")
+    ap.add_argument("--bleu-limit", type=int, default=0, help="decoder mode: E2E test MRs scored after training")
     ap.add_argument("--timeout", type=int, default=1800, help="decoder mode: seconds per subprocess")
     ap.add_argument("--dropout", choices=("on", "off"), default="on",
                     help="encoder mode: train with dropout on (as each library does by default) or off in both")
-    ap.add_argument("--methods", default=",".join(METHODS), help="encoder mode: comma-separated methods to run")
+    ap.add_argument("--methods", default=None, help="comma-separated methods (encoder mode: "
+                    f"{', '.join(METHODS)}; decoder mode: {', '.join(DECODER_METHODS)})")
     ap.add_argument("--worker", nargs=2, metavar=("LIBRARY", "METHOD"))
     args = ap.parse_args()
+    args.methods = args.methods or ",".join(DECODER_METHODS if args.mode == "decoder" else METHODS)
     if args.worker:
         args.library, args.method = args.worker
-        args.checkpointing = args.method == "checkpointing"
         print(json.dumps(decoder_worker(args) if args.mode == "decoder" else worker(args)))
         return
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "worker" and v is not None]
