@@ -28,7 +28,7 @@ def nearest_tokens(model, text: str | None = None, k: int = 5) -> list[list[tupl
     producer, site = model.producer, model.site
     if producer is None:
         raise ValueError("this method has no prompt vectors")
-    if site.prompt_dim(model.runner) != model.runner.hidden_size:
+    if site.prompt_dim(model.runner) != model.runner.embedding_size:
         raise ValueError(f"prompt vectors for {site.describe()} do not live in the embedding space; nothing to compare with")
     tok = model.backbone.tokenizer
     if producer.input_dependent:

@@ -66,8 +66,9 @@ class SoftPromptModel(nn.Module):
     def _build_producer(self) -> Producer | None:
         if self.method.producer is None:
             return None
-        cls = self.method.producer_class
-        producer = cls(self.method.producer, self.site.prompt_dim(self.runner), self.runner.hidden_size)
+        cls, cfg, runner = self.method.producer_class, self.method.producer, self.runner
+        width = cls.input_dim(cfg, runner.embedding_size, self.site.state_dim(runner))
+        producer = cls(cfg, self.site.prompt_dim(runner), width)
         producer.init_from_words(lambda ids: self.site.word_vectors(self.runner, ids), self.backbone.tokenizer)
         return producer.to(self.runner.word_embeddings.weight.device)
 

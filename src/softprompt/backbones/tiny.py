@@ -238,8 +238,16 @@ def architecture_config(model_type: str, tokenizer):
     _, overrides = ARCHITECTURES[model_type]
     ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                eos_token_id=tokenizer.eos_token_id)
-    if model_type in ("t5", "mt5"):
+    if model_type == "t5":
         return build_config("t5", tokenizer)
+    if model_type == "mt5":  # T5's sizes in mT5's own config class (gated-GELU feed-forward)
+        keys = ("d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
+                "relative_attention_num_buckets", "relative_attention_max_distance", "decoder_start_token_id")
+        t5 = build_config("t5", tokenizer)
+        return AutoConfig.for_model("mt5", vocab_size=len(tokenizer), **{k: getattr(t5, k) for k in keys},
+                                    pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    if model_type == "modernbert":  # its config carries the [CLS]/[SEP] ids (defaults are out of this vocabulary)
+        ids.update(cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id)
     if model_type == "bart":
         ids["decoder_start_token_id"] = tokenizer.eos_token_id
     sizes = {k: v for k, v in COMMON_SIZES.items() if k not in overrides}

@@ -106,7 +106,7 @@ def layout_for(runner, backbone, peft_type: str, num_tokens: int) -> PeftLayout:
     if peft_type == "PREFIX_TUNING":
         heads, head_dim = runner.prefix_shape()
         return PeftLayout(peft_type, task_type_for(backbone), num_tokens, runner.num_layers, heads * head_dim, heads)
-    return PeftLayout(peft_type, task_type_for(backbone), num_tokens, runner.num_layers, runner.hidden_size,
+    return PeftLayout(peft_type, task_type_for(backbone), num_tokens, runner.num_layers, runner.embedding_size,
                       runner.num_heads)
 
 

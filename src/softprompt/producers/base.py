@@ -54,6 +54,12 @@ class Producer(nn.Module):
         self.out_dim = out_dim
         self.hidden_size = hidden_size
 
+    @classmethod
+    def input_dim(cls, cfg: ProducerConfig, token_dim: int, state_dim: int) -> int:
+        """Width of what it reads, its `hidden_size`: token embeddings (`token_dim`) unless it reads the
+        site's states (`state_dim`); the two differ where embeddings are projected (ELECTRA-small)."""
+        return token_dim
+
     @property
     def num_tokens(self) -> int:
         return self.cfg.num_tokens

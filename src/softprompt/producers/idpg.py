@@ -60,6 +60,10 @@ class IDPGPromptGenerator(Producer):
     input_dependent = True
     default_lrs = {"prompt": 1e-3}  # in the reference grid {5e-3, 1e-3, 5e-4, 1e-4}
 
+    @classmethod
+    def input_dim(cls, cfg: IDPGConfig, token_dim: int, state_dim: int) -> int:
+        return token_dim if cfg.encoder == "embeddings" else state_dim
+
     def __init__(self, cfg: IDPGConfig, out_dim: int, hidden_size: int):
         super().__init__(cfg, out_dim, hidden_size)
         self.down = PHMLinear(hidden_size, cfg.bottleneck, cfg.phm_n)

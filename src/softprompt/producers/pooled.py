@@ -45,6 +45,10 @@ class PooledPromptGenerator(Producer):
     input_dependent = True
     default_lrs = {"prompt": 1e-3}  # reference encoder script (RoBERTa-large)
 
+    @classmethod
+    def input_dim(cls, cfg: PooledConfig, token_dim: int, state_dim: int) -> int:
+        return state_dim
+
     def __init__(self, cfg: PooledConfig, out_dim: int, hidden_size: int):
         super().__init__(cfg, out_dim, hidden_size)
         self.down = nn.Linear(hidden_size, cfg.bottleneck)

@@ -11,13 +11,17 @@ from torch import nn
 from softprompt.errors import UnsupportedModelError
 from softprompt.runners.anatomy import text_config
 from softprompt.runners.base import PrefixCache, Runner
+from softprompt.runners.deberta import DebertaV2Runner
 from softprompt.runners.decoder import DecoderRunner
 from softprompt.runners.encoder import BertRunner, MPNetRunner, RobertaRunner
+from softprompt.runners.modernbert import ModernBertRunner
+from softprompt.runners.seq2seq import BartRunner
 from softprompt.runners.sequence import Sequence, insert_prompt
 from softprompt.runners.t5 import T5Runner
 from softprompt.runners.tested import TESTED, supported_line
 
-RUNNERS: tuple[type[Runner], ...] = (MPNetRunner, RobertaRunner, BertRunner, T5Runner, DecoderRunner)
+RUNNERS: tuple[type[Runner], ...] = (MPNetRunner, DebertaV2Runner, ModernBertRunner, RobertaRunner, BertRunner,
+                                     T5Runner, BartRunner, DecoderRunner)
 KINDS = ("encoder", "decoder", "encoder-decoder")
 
 

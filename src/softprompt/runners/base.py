@@ -85,8 +85,14 @@ class Runner(nn.Module):
         return len(self.layers)
 
     @property
-    def hidden_size(self) -> int:
+    def embedding_size(self) -> int:
+        """Width of the token embeddings E(x): prompts at the input embeddings have it."""
         return self.word_embeddings.weight.shape[1]
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the hidden states (wider than `embedding_size` where embeddings are projected, as ELECTRA's)."""
+        return self.embedding_size
 
     @property
     def num_kv_heads(self) -> int:

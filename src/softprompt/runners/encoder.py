@@ -1,4 +1,8 @@
-"""Runners for bidirectional encoders: BERT, RoBERTa (absolute positions) and MPNet (relative bias)."""
+"""Runners for bidirectional encoders: BERT, ELECTRA, RoBERTa, XLM-R (absolute positions) and MPNet (relative bias).
+
+ELECTRA-small's token embeddings are narrower than its hidden states: its own `embeddings_project`
+maps the finished embeddings up, so prompts at the input embeddings have the embedding width.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import math
 import torch
 from torch import nn
 
+from softprompt.runners.anatomy import LayerCall, attr, first_output
 from softprompt.runners.base import LayerContext, PrefixCache, Runner
 from softprompt.runners.sequence import Sequence
 
@@ -15,11 +20,12 @@ def _bert_parts_missing(model: nn.Module) -> str | None:
     emb = getattr(model, "embeddings", None)
     if not isinstance(getattr(emb, "word_embeddings", None), nn.Embedding):
         return "no embeddings.word_embeddings"
-    if not isinstance(getattr(getattr(model, "encoder", None), "layer", None), nn.ModuleList):
+    layers = getattr(getattr(model, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList):
         return "no encoder.layer stack"
     if getattr(model.encoder, "relative_attention_bias", None) is not None:
         return "a relative attention bias (MPNet style)"
-    return None
+    return LayerCall(layers[0]).missing()  # DeBERTa's layers take relative positions, no cache
 
 
 def _positions_after_padding(model: nn.Module) -> bool:
@@ -43,6 +49,11 @@ class BertRunner(Runner):
         self.word_embeddings = model.embeddings.word_embeddings
         self.layers = model.encoder.layer
         self.num_heads = model.config.num_attention_heads
+        self.project = attr(model, ("embeddings_project",))  # ELECTRA: embedding width -> hidden width
+
+    @property
+    def hidden_size(self) -> int:
+        return self.project.out_features if self.project is not None else self.embedding_size
 
     def position_ids(self, seq: Sequence) -> torch.Tensor:
         return seq.positions
@@ -54,13 +65,12 @@ class BertRunner(Runner):
         types = seq.token_type_ids
         if types is None:
             types = torch.zeros_like(seq.mask, dtype=torch.long)
-        return self.model.embeddings(
-            inputs_embeds=seq.hidden, position_ids=self.position_ids(seq), token_type_ids=types
-        )
+        hidden = self.model.embeddings(inputs_embeds=seq.hidden, position_ids=self.position_ids(seq),
+                                       token_type_ids=types)
+        return hidden if self.project is None else self.project(hidden)
 
     def layer(self, i, hidden, ctx: LayerContext, cache: PrefixCache | None):
-        out = self.layers[i](hidden, attention_mask=ctx.masks["default"], past_key_values=cache)
-        return out[0] if isinstance(out, tuple) else out
+        return first_output(self.layers[i](hidden, attention_mask=ctx.masks["default"], past_key_values=cache))
 
 
 class RobertaRunner(BertRunner):

@@ -329,5 +329,5 @@ def _merge(parts: dict[int, Any], rows: dict[int, torch.Tensor], pmax: int, bsz:
     for n, idx in rows.items():
         if n != pmax:
             part = F.pad(parts[n], (pmax - n, 0)) if varies else parts[n]
-            out[idx] = part[idx]
+            out[idx] = part.expand(bsz, *part.shape[1:])[idx]  # a part one context shares by all rows broadcasts
     return out

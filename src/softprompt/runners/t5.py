@@ -53,7 +53,15 @@ class T5Runner(Runner):
         ctx = super().context(seq, prefix_len)
         length = seq.hidden.shape[1]
         attn = self.layers[0].layer[0].SelfAttention
-        bias = attn.compute_bias(length, length + prefix_len, device=seq.hidden.device, past_seen_tokens=prefix_len)
+        if prefix_len and not bool(seq.mask[:, 0].all()):  # left padding: per row, the prefix right before its text
+            pos = seq.positions
+            keys = torch.cat([torch.arange(prefix_len, device=pos.device).expand(pos.shape[0], -1), pos], 1)
+            bucket = attn._relative_position_bucket(keys[:, None, :] - pos[:, :, None], bidirectional=True,
+                                                    num_buckets=attn.relative_attention_num_buckets,
+                                                    max_distance=attn.relative_attention_max_distance)
+            bias = attn.relative_attention_bias(bucket).permute(0, 3, 1, 2)
+        else:  # by index, shared by all rows: each row's text starts right after the prefix block
+            bias = attn.compute_bias(length, length + prefix_len, device=seq.hidden.device, past_seen_tokens=prefix_len)
         ctx.extras["bias"] = bias.to(self.dtype)
         return ctx
 

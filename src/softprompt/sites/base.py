@@ -50,6 +50,11 @@ class Site:
         """Width of one prompt vector the producer must make."""
         return runner.hidden_size
 
+    def state_dim(self, runner) -> int:
+        """Width of the states a producer reads here (`ProducerInput.hidden`): hidden states entering the
+        boundary layer; token space (`runner.embedding_size`) where prompts enter the embeddings."""
+        return runner.hidden_size
+
     def position_shift(self, num_tokens: int) -> int:
         """How far text positions move (key/value prefixes shift them, as HF's cache does)."""
         return 0
@@ -61,7 +66,7 @@ class Site:
     def word_vectors(self, runner, ids: torch.Tensor) -> torch.Tensor:
         """(n, prompt_dim): what the words `ids` (n,) look like where this site puts prompts (Li & Liang's
         "activations of real words"). Here their input embeddings, for prompts that live in that space."""
-        if self.prompt_dim(runner) != runner.hidden_size:
+        if self.prompt_dim(runner) != runner.embedding_size:
             raise ConfigError(f"method.producer.init: prompts at {self.describe()} are not in embedding space; "
                               "initialise them randomly")
         embedding = runner.word_embeddings

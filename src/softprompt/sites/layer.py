@@ -21,6 +21,12 @@ class LayerSite(Site):
             raise ConfigError(f"method.site.layer: must be in 0..{num_layers - 1} for {backbone}, got {m}")
         return cls(m)
 
+    def prompt_dim(self, runner) -> int:
+        return self.state_dim(runner)
+
+    def state_dim(self, runner) -> int:
+        return runner.embedding_size if self.boundary == 0 else runner.hidden_size
+
     @property
     def peft_type(self) -> str | None:
         return "PROMPT_TUNING" if self.boundary == 0 else None
