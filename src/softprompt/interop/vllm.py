@@ -38,8 +38,6 @@ EMBEDS_README = "vllm_prompt.json"
 
 def vllm_obstacle(model) -> str | None:
     """Why `model`'s prompt cannot be sent as vLLM `prompt_embeds` (None: it can)."""
-    from softprompt.sites.layer import LayerSite
-
     if model.runner.kind != "decoder":
         return f"vLLM prompt_embeds need a decoder-only base; {model.backbone.name} is {model.runner.kind}"
     if model.method.backbone != "frozen":
@@ -48,7 +46,7 @@ def vllm_obstacle(model) -> str | None:
     site = model.site
     if model.producer is None or site is None:
         return None
-    if not isinstance(site, LayerSite) or site.boundary != 0:
+    if not site.in_token_space():
         return (f"site {site.kind!r} puts prompts at {site.describe()}; vLLM prompt_embeds replace only the "
                 "input embeddings (use a method whose prompt enters at the embeddings)")
     return None

@@ -72,6 +72,10 @@ class Site:
         embedding = runner.word_embeddings
         return embedding(ids.to(embedding.weight.device))  # the module, not .weight: Gemma scales by sqrt(d)
 
+    def in_token_space(self) -> bool:
+        """True when the whole prompt is vectors among the input token embeddings (what vLLM's prompt_embeds carry)."""
+        return False
+
     def peft_obstacle(self, runner) -> str | None:
         """Why this site cannot be exported to peft (None: it can)."""
         return None if self.peft_type else f"peft has no method that puts prompts at {self.describe()}"

@@ -36,6 +36,9 @@ class LayerSite(Site):
             return None
         return "its prompt enters at a hidden layer; peft prompts enter at the input embeddings or as key/value prefixes"
 
+    def in_token_space(self) -> bool:
+        return self.boundary == 0
+
     def positions_taken(self, num_tokens: int) -> int:
         return num_tokens if self.boundary == 0 else 0  # at layer m > 0 positions were already added
 
