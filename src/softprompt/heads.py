@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from softprompt.runners.sequence import first_real_index, last_real_index
@@ -75,3 +76,26 @@ def resolve_head(cfg: HeadConfig, kind: str, is_regression: bool) -> tuple[str, 
     if pooling == "auto":
         pooling = "last" if kind == "decoder" else "mean"
     return head, pooling
+
+
+LOGIT_CHUNK_ELEMENTS = 2 ** 23  # logits held at once by lm_cross_entropy: 32 MiB in float32
+
+
+def lm_cross_entropy(lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of `lm_head(hidden)` (N, V) against `targets` (N,), a chunk of rows at a time.
+
+    Each chunk's logits are recomputed in the backward pass (activation checkpointing) instead of kept,
+    so a large vocabulary (Qwen: 152k) costs a chunk's logits, not every target's logits, log-softmax
+    and gradient: the same loss and gradients for one more LM-head matmul over the target rows.
+    """
+    rows = max(1, LOGIT_CHUNK_ELEMENTS // max(1, getattr(lm_head, "out_features", None) or lm_head.weight.shape[0]))
+    if hidden.shape[0] <= rows or not torch.is_grad_enabled():
+        return F.cross_entropy(lm_head(hidden).float(), targets)
+    from torch.utils.checkpoint import checkpoint
+
+    def chunk_sum(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(lm_head(h).float(), t, reduction="sum")
+
+    total = sum(checkpoint(chunk_sum, h, t, use_reentrant=False)
+                for h, t in zip(hidden.split(rows), targets.split(rows)))
+    return total / targets.numel()

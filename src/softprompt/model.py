@@ -18,7 +18,7 @@ from torch import nn
 from softprompt.decoding import GenerationConfig, Generated
 from softprompt.decoding import generate as decoding_generate
 from softprompt.generation import session_for
-from softprompt.heads import PooledHead, VerbalizerHead, resolve_head
+from softprompt.heads import PooledHead, VerbalizerHead, lm_cross_entropy, resolve_head
 from softprompt.producers import Producer
 from softprompt.runners import Runner, Sequence, runner_for
 from softprompt.runners.kv_cache import KVCache
@@ -233,8 +233,7 @@ class SoftPromptModel(nn.Module):
         text[attention_mask.bool()] = hidden[seq.text_mask]  # back to the input layout (prompts dropped)
         nxt = labels[:, 1:]
         at = nxt != -100  # the state at position c predicts the token at c + 1
-        logits = self.runner.lm_head()(text[:, :-1][at])
-        return F.cross_entropy(logits.float(), nxt[at])
+        return lm_cross_entropy(self.runner.lm_head(), text[:, :-1][at], nxt[at])
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.head_kind == "regression":
