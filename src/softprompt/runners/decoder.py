@@ -84,6 +84,7 @@ class DecoderRunner(Runner):
         self.final_norm = attr(body, FINAL_NORMS)
         self.project_out = attr(body, ("project_out",))
         self.multiplier = getattr(cfg, "embedding_multiplier", None)
+        self.moe_blocks = [m for m in self.layers.modules() if hasattr(m, "experts")]
         self._kv_shape: tuple[int, int] | None = None
         self._head: list[nn.Module] = []
 
@@ -136,16 +137,15 @@ class DecoderRunner(Runner):
     def context(self, seq: Sequence, prefix_len: int, past: Past | None = None) -> LayerContext:
         pos = seq.positions  # key/value prefixes already shift positions via seq.position_offset
         pre_mask, pre_pos = (None, None) if past is None else (past.mask, past.positions)
-        masks, rotary = {}, {}
-        for kind in dict.fromkeys(self.layer_types):
-            window = self.window if kind == "sliding_attention" else None
-            masks[kind] = additive_mask(seq.mask, self.dtype, True, prefix_len, window=window, positions=pos,
-                                        prefix_mask=pre_mask, prefix_positions=pre_pos)
-            if self.rotary is not None:
-                if self.rotary_by_kind:
-                    rotary[kind] = self.rotary(seq.hidden, pos, kind)
-                else:
-                    rotary[kind] = next(iter(rotary.values()), None) or self.rotary(seq.hidden, pos)
+        kinds = list(dict.fromkeys(self.layer_types))
+        masks = {kind: additive_mask(seq.mask, self.dtype, True, prefix_len, positions=pos, prefix_mask=pre_mask,
+                                     window=self.window if kind == "sliding_attention" else None,
+                                     prefix_positions=pre_pos) for kind in kinds}
+        rotary = {}
+        if self.rotary_by_kind:
+            rotary = {kind: self.rotary(seq.hidden, pos, kind) for kind in kinds}
+        elif self.rotary is not None:
+            rotary = dict.fromkeys(kinds, self.rotary(seq.hidden, pos))  # one table shared by every kind
         extras = {"rotary": rotary, "positions": pos}
         if self.alibi:
             extras["alibi"] = self._alibi(seq, prefix_len, past)
@@ -181,9 +181,8 @@ class DecoderRunner(Runner):
 
     def train_from(self, boundary: int) -> None:
         super().train_from(boundary)
-        for module in self.model.modules():  # routers stay deterministic: no jitter, no training-mode routing
-            if hasattr(module, "experts") and module.training:
-                module.eval()
+        for block in self.moe_blocks:  # routers stay deterministic: no jitter, no training-mode routing
+            block.eval()
 
     def lm_head(self) -> nn.Module | None:
         if not self._head:
