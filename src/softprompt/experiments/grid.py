@@ -97,138 +97,174 @@ def _check_peft_backbone(spec: Spec, label: str, backbone: str) -> None:
 def expand(spec: Spec | str | Path, profile: str | None = "quick", data_dir=None) -> list[Cell]:
     """Every cell of a spec under a profile, dependencies first; cells that cannot run carry `skip`."""
     from softprompt import settings
-    from softprompt.train.config import TrainConfig
 
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
     if profile is not None and spec.profile != profile:
         spec = spec.for_profile(profile)
-    root = settings.data_dir(data_dir)
-    cells: list[Cell] = []
-    ids: set[str] = set()
+    grid = _Grid(spec, settings.data_dir(data_dir))
+    trained = grid.training_cells()
+    grid.evaluation_cells(trained)
+    grid.few_shot_cells(trained)
+    grid.skip_unused_sources(trained)
+    grid.zero_shot_cells()
+    grid.params_cells()
+    return grid.cells
 
-    def add(cell: Cell) -> Cell:
-        if cell.id not in ids:
-            ids.add(cell.id)
-            cells.append(cell)
+
+class _Grid:
+    """The cells of one spec as they are added, each id once, dependencies first."""
+
+    def __init__(self, spec: Spec, root):
+        self.spec, self.root = spec, root
+        self.cells: list[Cell] = []
+        self.ids: set[str] = set()
+        self.few = spec.few_shot or {}
+
+    def add(self, cell: Cell) -> Cell:
+        if cell.id not in self.ids:
+            self.ids.add(cell.id)
+            self.cells.append(cell)
         return cell
 
-    def train_kwargs(task: str, label: str, extra: dict | None = None) -> dict:
+    def train_kwargs(self, task: str, label: str, extra: dict | None = None) -> dict:
+        spec = self.spec
         kw = _merge(spec.train, spec.task_overrides.get(task), spec.method_overrides.get(label), extra)
         kw.setdefault("eval_split", default_split(task))
         kw.setdefault("progress", False)
         return kw
 
+    @staticmethod
     def check_config(kw: dict, where: str) -> None:
         from softprompt.config import from_dict
+        from softprompt.train.config import TrainConfig
 
-        from_dict(TrainConfig, {k: v for k, v in kw.items()}, where)
+        from_dict(TrainConfig, dict(kw), where)
 
-    few = spec.few_shot or {}
-    train_tasks = list(spec.tasks)
-    for p in list(spec.pairs) + list(few.get("pairs") or []):
-        if p.train not in train_tasks:
-            train_tasks.append(p.train)
-
-    trained: list[Cell] = []
-    for backbone in spec.backbones if spec.methods else []:
-        if spec.layers == "all":
-            layers: list[int | None] = list(range(num_layers(backbone)))
-        elif spec.layers is not None:
-            layers = list(spec.layers)
-            bad = [m for m in layers if m >= num_layers(backbone)]
-            if bad:
-                raise ConfigError(f"spec {spec.name}: layers: {bad} out of range for {backbone} "
-                                  f"({num_layers(backbone)} layers: 0..{num_layers(backbone) - 1})")
-        else:
-            layers = [None]
-        for task in train_tasks:
-            for m in spec.methods:
-                if m.peft is not None:
-                    _check_peft_backbone(spec, m.label, backbone)
-                kw = train_kwargs(task, m.label)
-                check_config(kw, f"spec {spec.name}: training config for {m.label} on {task}")
-                for layer in layers:
-                    config = copy.deepcopy(m.config)
-                    if layer is not None and m.peft is None:  # through the typed API, so a bad layer is named as a config error
-                        config = method_config(config).with_site(kind="layer", layer=layer).to_dict()
-                    for seed in spec.seeds:
-                        cid = f"{_slug(m.label)}_{task}_{_slug(backbone)}_s{seed}" + (f"_m{layer}" if layer is not None else "")
-                        reason = (_offline_reason(task, "train", root, f"training on {task}")
-                                  or _offline_reason(task, kw["eval_split"], root, f"training on {task}"))
-                        trained.append(add(Cell(
-                            cid, "peft" if m.peft is not None else "train", backbone, m.label, config, m.soft_prompt, m.backbone_mode, task=task,
-                            split=kw["eval_split"], seed=seed, layer=layer, train=kw, metric=spec.metric_for(task),
-                            timing=spec.timing, skip=reason)))
-
-    def limit_for(target_limit: int | None) -> int | None:
-        limits = [x for x in (target_limit, spec.eval_limit) if x is not None]
+    def limit_for(self, target_limit: int | None) -> int | None:
+        limits = [x for x in (target_limit, self.spec.eval_limit) if x is not None]
         return min(limits) if limits else None
 
-    def eval_cell(src: Cell, task: str, split: str | None, limit: int | None, same_labels: bool,
-                  max_length: int | None = None) -> None:
+    def _layers(self, backbone: str) -> list[int | None]:
+        spec = self.spec
+        if spec.layers == "all":
+            return list(range(num_layers(backbone)))
+        if spec.layers is None:
+            return [None]
+        layers = list(spec.layers)
+        bad = [m for m in layers if m >= num_layers(backbone)]
+        if bad:
+            raise ConfigError(f"spec {spec.name}: layers: {bad} out of range for {backbone} "
+                              f"({num_layers(backbone)} layers: 0..{num_layers(backbone) - 1})")
+        return layers
+
+    def training_cells(self) -> list[Cell]:
+        spec = self.spec
+        train_tasks = list(spec.tasks)
+        for p in list(spec.pairs) + list(self.few.get("pairs") or []):
+            if p.train not in train_tasks:
+                train_tasks.append(p.train)
+        trained: list[Cell] = []
+        for backbone in spec.backbones if spec.methods else []:
+            layers = self._layers(backbone)
+            for task in train_tasks:
+                for m in spec.methods:
+                    trained += self._method_cells(m, backbone, task, layers)
+        return trained
+
+    def _method_cells(self, m, backbone: str, task: str, layers: list[int | None]) -> list[Cell]:
+        spec = self.spec
+        if m.peft is not None:
+            _check_peft_backbone(spec, m.label, backbone)
+        kw = self.train_kwargs(task, m.label)
+        self.check_config(kw, f"spec {spec.name}: training config for {m.label} on {task}")
+        reason = (_offline_reason(task, "train", self.root, f"training on {task}")
+                  or _offline_reason(task, kw["eval_split"], self.root, f"training on {task}"))
+        out = []
+        for layer in layers:
+            config = copy.deepcopy(m.config)
+            if layer is not None and m.peft is None:  # through the typed API, so a bad layer is named as a config error
+                config = method_config(config).with_site(kind="layer", layer=layer).to_dict()
+            for seed in spec.seeds:
+                cid = f"{_slug(m.label)}_{task}_{_slug(backbone)}_s{seed}" + (f"_m{layer}" if layer is not None else "")
+                out.append(self.add(Cell(
+                    cid, "peft" if m.peft is not None else "train", backbone, m.label, config, m.soft_prompt,
+                    m.backbone_mode, task=task, split=kw["eval_split"], seed=seed, layer=layer, train=kw,
+                    metric=spec.metric_for(task), timing=spec.timing, skip=reason)))
+        return out
+
+    def _eval_cell(self, src: Cell, task: str, split: str | None, limit: int | None, same_labels: bool,
+                   max_length: int | None = None) -> None:
         split = split or default_split(task)
         reason = src.skip and f"needs {src.id}, which is skipped: {src.skip}"
-        reason = reason or _offline_reason(task, split, root, f"evaluating on {task}")
-        add(Cell(f"{src.id}__{task}-{split}", "eval", src.backbone, src.method, src.method_config, src.soft_prompt,
-                 src.backbone_mode, task=src.task, eval_task=task, split=split, seed=src.seed, layer=src.layer,
-                 limit=limit_for(limit), needs=src.id, same_labels=same_labels, metric=spec.metric_for(task),
-                 max_length=max_length, skip=reason))
+        reason = reason or _offline_reason(task, split, self.root, f"evaluating on {task}")
+        self.add(Cell(f"{src.id}__{task}-{split}", "eval", src.backbone, src.method, src.method_config,
+                      src.soft_prompt, src.backbone_mode, task=src.task, eval_task=task, split=split, seed=src.seed,
+                      layer=src.layer, limit=self.limit_for(limit), needs=src.id, same_labels=same_labels,
+                      metric=self.spec.metric_for(task), max_length=max_length, skip=reason))
 
-    for src in trained:
-        if src.task in spec.tasks:
-            for target in spec.eval_tasks:
-                eval_cell(src, target.task, target.split, target.limit, False, target.max_length)
-    for pair in spec.pairs:
+    def evaluation_cells(self, trained: list[Cell]) -> None:
         for src in trained:
-            if src.task == pair.train and src.layer is None:
-                eval_cell(src, pair.eval, pair.split, None, pair.same_labels)
-    for pair in few.get("pairs") or []:
+            if src.task in self.spec.tasks:
+                for target in self.spec.eval_tasks:
+                    self._eval_cell(src, target.task, target.split, target.limit, False, target.max_length)
+        for pair in self.spec.pairs:
+            for src in trained:
+                if src.task == pair.train and src.layer is None:
+                    self._eval_cell(src, pair.eval, pair.split, None, pair.same_labels)
+
+    def few_shot_cells(self, trained: list[Cell]) -> None:
+        spec, few = self.spec, self.few
+        for pair in few.get("pairs") or []:
+            for src in trained:
+                if (src.task != pair.train or src.layer is not None or src.method not in few["methods"]
+                        or src.kind == "peft"):
+                    continue
+                label = src.method
+                split = pair.split or default_split(pair.eval)
+                kw = self.train_kwargs(pair.eval, label, few.get("train"))
+                kw.update(train_limit=few["examples"], eval_split=split)
+                kw.setdefault("eval_limit", spec.eval_limit)
+                self.check_config(kw, f"spec {spec.name}: few_shot training config for {label} on {pair.eval}")
+                reason = src.skip and f"needs {src.id}, which is skipped: {src.skip}"
+                reason = reason or _offline_reason(pair.eval, "train", self.root, f"few-shot training on {pair.eval}")
+                reason = reason or _offline_reason(pair.eval, split, self.root, f"evaluating on {pair.eval}")
+                self.add(Cell(f"{src.id}__fewshot{few['examples']}-{pair.eval}", "few-shot", src.backbone, label,
+                              src.method_config, src.soft_prompt, src.backbone_mode, task=src.task,
+                              eval_task=pair.eval, split=split, seed=src.seed, train=kw, needs=src.id,
+                              metric=spec.metric_for(pair.eval), skip=reason))
+
+    def skip_unused_sources(self, trained: list[Cell]) -> None:
+        """A training task that only feeds transfer cells is not trained when none of them can run here."""
         for src in trained:
-            if (src.task != pair.train or src.layer is not None or src.method not in few["methods"]
-                    or src.kind == "peft"):
+            if src.skip or src.task in self.spec.tasks:
                 continue
-            label = src.method
-            split = pair.split or default_split(pair.eval)
-            kw = train_kwargs(pair.eval, label, few.get("train"))
-            kw.update(train_limit=few["examples"], eval_split=split)
-            kw.setdefault("eval_limit", spec.eval_limit)
-            check_config(kw, f"spec {spec.name}: few_shot training config for {label} on {pair.eval}")
-            reason = src.skip and f"needs {src.id}, which is skipped: {src.skip}"
-            reason = reason or _offline_reason(pair.eval, "train", root, f"few-shot training on {pair.eval}")
-            reason = reason or _offline_reason(pair.eval, split, root, f"evaluating on {pair.eval}")
-            add(Cell(f"{src.id}__fewshot{few['examples']}-{pair.eval}", "few-shot", src.backbone, label,
-                     src.method_config, src.soft_prompt, src.backbone_mode, task=src.task, eval_task=pair.eval,
-                     split=split, seed=src.seed, train=kw, needs=src.id, metric=spec.metric_for(pair.eval),
-                     skip=reason))
-    # a training task that only feeds transfer cells is not trained when none of them can run here
-    for src in trained:
-        if src.skip or src.task in spec.tasks:
-            continue
-        users = [c for c in cells if c.needs == src.id]
-        if all(c.skip for c in users):
-            src.skip = (f"only needed for {', '.join(c.id for c in users)}, which cannot run here"
-                        if users else "no transfer cell needs it")
-    if spec.zero_shot:
-        zs = spec.zero_shot
+            users = [c for c in self.cells if c.needs == src.id]
+            if all(c.skip for c in users):
+                src.skip = (f"only needed for {', '.join(c.id for c in users)}, which cannot run here"
+                            if users else "no transfer cell needs it")
+
+    def zero_shot_cells(self) -> None:
         from softprompt.tasks import get_task
 
-        for target in zs["tasks"]:
+        zs = self.spec.zero_shot
+        for target in (zs or {}).get("tasks", []):
             split = target.split or default_split(target.task)
             generation = None
             if get_task(target.task).is_generation:  # the instruction model generates the answer
                 generation = {"instruction": zs.get("instruction"), "max_new_tokens": zs.get("max_new_tokens"),
                               "decoding": "greedy"}
-            add(Cell(f"zero-shot_{_slug(zs['backbone'])}__{target.task}-{split}", "zero-shot", zs["backbone"],
-                     method=f"zero-shot ({zs['backbone']})", eval_task=target.task, split=split,
-                     limit=limit_for(target.limit), metric=spec.metric_for(target.task),
-                     max_length=target.max_length or zs.get("max_length") or 256, generation=generation,
-                     skip=_offline_reason(target.task, split, root, f"evaluating on {target.task}")))
-    if spec.params:
-        for backbone in spec.params["backbones"]:
-            add(Cell(f"params_{_slug(backbone)}", "params", backbone,
-                     params={"methods": spec.params["methods"], "num_labels": spec.params["num_labels"]}))
-    return cells
+            self.add(Cell(f"zero-shot_{_slug(zs['backbone'])}__{target.task}-{split}", "zero-shot", zs["backbone"],
+                          method=f"zero-shot ({zs['backbone']})", eval_task=target.task, split=split,
+                          limit=self.limit_for(target.limit), metric=self.spec.metric_for(target.task),
+                          max_length=target.max_length or zs.get("max_length") or 256, generation=generation,
+                          skip=_offline_reason(target.task, split, self.root, f"evaluating on {target.task}")))
+
+    def params_cells(self) -> None:
+        params = self.spec.params
+        for backbone in (params or {}).get("backbones", []):
+            self.add(Cell(f"params_{_slug(backbone)}", "params", backbone,
+                          params={"methods": params["methods"], "num_labels": params["num_labels"]}))
 
 
 def select(cells: list[Cell], only: str | None) -> list[Cell]:

@@ -367,7 +367,6 @@ def _ints(values: Any, where: str) -> list[int]:
 
 def parse_spec(data: dict[str, Any], path: str | None = None, where: str | None = None) -> Spec:
     """Check a spec mapping and build a Spec; ConfigError names the offending field."""
-    from softprompt.methods.presets import PRESETS
     from softprompt.tasks import get_task
 
     if not isinstance(data, dict):
@@ -380,15 +379,47 @@ def parse_spec(data: dict[str, Any], path: str | None = None, where: str | None 
     if not NAME_RE.match(name):
         raise ConfigError(f"{where}: field 'name' must be lowercase letters, digits, '-', '_' or '.', got {name!r}")
 
+    methods = _methods(data, where)
+    labels = [m.label for m in methods]
+    tasks = [_task(t, f"{where}: tasks[{i}]") for i, t in enumerate(_list(data, "tasks", where))]
+    backbones = [_backbone(b, f"{where}: backbones[{i}]") for i, b in enumerate(_list(data, "backbones", where))]
+    seeds = _ints(data.get("seeds", [0]), f"{where}: seeds")
+    metric = _metric(data, where)
+    train, task_overrides, method_overrides, profiles = _training_blocks(data, labels, where)
+    eval_tasks = [_eval_target(e, f"{where}: eval_tasks[{i}]") for i, e in enumerate(_list(data, "eval_tasks", where))]
+    zero_shot = _zero_shot(data.get("zero_shot"), eval_tasks, where)
+    layers = _layers(data.get("layers"), methods, where)
+    _check_generation(methods, tasks, eval_tasks, zero_shot, layers, where)
+    pairs = [_pair(p, f"{where}: pairs[{i}]") for i, p in enumerate(_list(data, "pairs", where))]
+    for i, p in enumerate(pairs):
+        _check_label_spaces(p, f"{where}: pairs[{i}]")
+    few_shot = _few_shot(data.get("few_shot"), labels, where)
+    params = _params(data.get("params"), methods, backbones, where)
+    published = _published(data, where)
+    versus = _versus(data, labels, where)
+    _check_something_runs(methods, tasks, pairs, eval_tasks, few_shot, zero_shot, params, backbones, where)
+    for t in tasks:
+        get_task(t)
+    return Spec(
+        name=name, title=str(data.get("title") or name), methods=methods, tasks=tasks, backbones=backbones,
+        seeds=seeds, description=str(data.get("description") or ""), reference=str(data.get("reference") or ""),
+        metric=metric, train=train, task_overrides=task_overrides, method_overrides=method_overrides,
+        profiles=profiles, eval_tasks=eval_tasks, eval_limit=data.get("eval_limit"), zero_shot=zero_shot,
+        layers=layers, pairs=pairs, few_shot=few_shot, params=params, timing=bool(data.get("timing", False)),
+        published=published, versus=versus, path=path, raw=copy.deepcopy(data),
+    )
+
+
+def _methods(data: dict, where: str) -> list:
     methods = [_method(m, f"{where}: methods[{i}]") for i, m in enumerate(_list(data, "methods", where))]
     labels = [m.label for m in methods]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
         raise ConfigError(f"{where}: methods: label(s) {', '.join(dup)} appear twice; give each a distinct 'label'")
-    tasks = [_task(t, f"{where}: tasks[{i}]") for i, t in enumerate(_list(data, "tasks", where))]
-    backbones = [_backbone(b, f"{where}: backbones[{i}]") for i, b in enumerate(_list(data, "backbones", where))]
-    seeds = _ints(data.get("seeds", [0]), f"{where}: seeds")
+    return methods
 
+
+def _metric(data: dict, where: str) -> dict:
     metric_raw = data.get("metric") or {}
     metric = {"*": metric_raw} if isinstance(metric_raw, str) else dict(_mapping(metric_raw, f"{where}: metric"))
     for task, m in metric.items():
@@ -396,7 +427,11 @@ def parse_spec(data: dict[str, Any], path: str | None = None, where: str | None 
             _task(task, f"{where}: metric.{task}")
         if not isinstance(m, str) or m in BAD_METRICS:
             raise ConfigError(f"{where}: metric.{task}: expected a higher-is-better metric name, got {m!r}")
+    return metric
 
+
+def _training_blocks(data: dict, labels: list[str], where: str):
+    """train, task_overrides, method_overrides and profiles, each checked against the training keys."""
     train = _check_train_keys(data.get("train"), f"{where}: train")
     task_overrides = {}
     for task, values in _mapping(data.get("task_overrides"), f"{where}: task_overrides").items():
@@ -407,7 +442,6 @@ def parse_spec(data: dict[str, Any], path: str | None = None, where: str | None 
         if label not in labels:
             raise ConfigError(f"{where}: method_overrides.{label}: not one of the spec's methods ({', '.join(labels)})")
         method_overrides[label] = _check_train_keys(values, f"{where}: method_overrides.{label}")
-
     profiles = _mapping(data.get("profiles"), f"{where}: profiles")
     for pname, block in profiles.items():
         block = _mapping(block, f"{where}: profiles.{pname}")
@@ -416,30 +450,32 @@ def parse_spec(data: dict[str, Any], path: str | None = None, where: str | None 
             raise ConfigError(f"{where}: profiles.{pname}: unknown field(s) {', '.join(bad)}; "
                               f"expected one of {', '.join(PROFILE_KEYS)}")
         _check_train_keys(block.get("train"), f"{where}: profiles.{pname}.train")
+    return train, task_overrides, method_overrides, profiles
 
-    eval_tasks = [_eval_target(e, f"{where}: eval_tasks[{i}]") for i, e in enumerate(_list(data, "eval_tasks", where))]
-    eval_limit = data.get("eval_limit")
 
-    zero_shot = data.get("zero_shot")
-    if zero_shot is not None:
-        zero_shot = dict(_mapping(zero_shot, f"{where}: zero_shot"))
-        bad = sorted(set(zero_shot) - {"backbone", "tasks", "max_length", "instruction", "max_new_tokens"})
-        if bad:
-            raise ConfigError(f"{where}: zero_shot: unknown field(s) {', '.join(bad)}; expected backbone, tasks, "
-                              f"max_length, instruction, max_new_tokens")
-        if zero_shot.get("instruction") is not None and "{input}" not in str(zero_shot["instruction"]):
-            raise ConfigError(f"{where}: zero_shot.instruction: expected a template with {{input}} (the example's "
-                              f"input), got {zero_shot['instruction']!r}")
-        mnt = zero_shot.get("max_new_tokens")
-        if mnt is not None and (not isinstance(mnt, int) or isinstance(mnt, bool) or mnt < 1):
-            raise ConfigError(f"{where}: zero_shot.max_new_tokens: expected a positive integer, got {mnt!r}")
-        zero_shot["backbone"] = _backbone(zero_shot.get("backbone", "smollm2-135m"), f"{where}: zero_shot.backbone")
-        zero_shot["tasks"] = [_eval_target(e, f"{where}: zero_shot.tasks[{i}]")
-                              for i, e in enumerate(zero_shot.get("tasks") or [])] or list(eval_tasks)
-        if not zero_shot["tasks"]:
-            raise ConfigError(f"{where}: zero_shot: needs 'tasks' (or the spec's eval_tasks)")
+def _zero_shot(zero_shot, eval_tasks: list, where: str) -> dict | None:
+    if zero_shot is None:
+        return None
+    zero_shot = dict(_mapping(zero_shot, f"{where}: zero_shot"))
+    bad = sorted(set(zero_shot) - {"backbone", "tasks", "max_length", "instruction", "max_new_tokens"})
+    if bad:
+        raise ConfigError(f"{where}: zero_shot: unknown field(s) {', '.join(bad)}; expected backbone, tasks, "
+                          f"max_length, instruction, max_new_tokens")
+    if zero_shot.get("instruction") is not None and "{input}" not in str(zero_shot["instruction"]):
+        raise ConfigError(f"{where}: zero_shot.instruction: expected a template with {{input}} (the example's "
+                          f"input), got {zero_shot['instruction']!r}")
+    mnt = zero_shot.get("max_new_tokens")
+    if mnt is not None and (not isinstance(mnt, int) or isinstance(mnt, bool) or mnt < 1):
+        raise ConfigError(f"{where}: zero_shot.max_new_tokens: expected a positive integer, got {mnt!r}")
+    zero_shot["backbone"] = _backbone(zero_shot.get("backbone", "smollm2-135m"), f"{where}: zero_shot.backbone")
+    zero_shot["tasks"] = [_eval_target(e, f"{where}: zero_shot.tasks[{i}]")
+                          for i, e in enumerate(zero_shot.get("tasks") or [])] or list(eval_tasks)
+    if not zero_shot["tasks"]:
+        raise ConfigError(f"{where}: zero_shot: needs 'tasks' (or the spec's eval_tasks)")
+    return zero_shot
 
-    layers = data.get("layers")
+
+def _layers(layers, methods: list, where: str):
     if layers is not None and layers != "all":
         layers = _ints(layers, f"{where}: layers")
         if any(m < 0 for m in layers):
@@ -450,59 +486,70 @@ def parse_spec(data: dict[str, Any], path: str | None = None, where: str | None 
         if not_layer:
             raise ConfigError(f"{where}: layers: a layer sweep needs methods with site 'layer' (id-spam, lpt); "
                               f"{', '.join(not_layer)} put their prompt elsewhere")
+    return layers
 
-    _check_generation(methods, tasks, eval_tasks, zero_shot, layers, where)
-    pairs = [_pair(p, f"{where}: pairs[{i}]") for i, p in enumerate(_list(data, "pairs", where))]
-    for i, p in enumerate(pairs):
-        _check_label_spaces(p, f"{where}: pairs[{i}]")
 
-    few_shot = data.get("few_shot")
-    if few_shot is not None:
-        few_shot = dict(_mapping(few_shot, f"{where}: few_shot"))
-        bad = sorted(set(few_shot) - {"examples", "pairs", "train", "methods"})
-        if bad:
-            raise ConfigError(f"{where}: few_shot: unknown field(s) {', '.join(bad)}; "
-                              f"expected examples, pairs, train, methods")
-        few_shot["methods"] = [str(m) for m in (few_shot.get("methods") or labels)]
-        for i, m in enumerate(few_shot["methods"]):
-            if m not in labels:
-                raise ConfigError(f"{where}: few_shot.methods[{i}]: {m!r} is not one of the spec's methods "
-                                  f"({', '.join(labels)})")
-        few_shot["examples"] = _ints(few_shot.get("examples", 100), f"{where}: few_shot.examples")[0]
-        few_shot["pairs"] = [_pair(p, f"{where}: few_shot.pairs[{i}]") for i, p in enumerate(few_shot.get("pairs") or [])]
-        few_shot["train"] = _check_train_keys(few_shot.get("train"), f"{where}: few_shot.train")
-        if "train_limit" in few_shot["train"]:
-            raise ConfigError(f"{where}: few_shot.train.train_limit: use few_shot.examples")
+def _few_shot(few_shot, labels: list[str], where: str) -> dict | None:
+    if few_shot is None:
+        return None
+    few_shot = dict(_mapping(few_shot, f"{where}: few_shot"))
+    bad = sorted(set(few_shot) - {"examples", "pairs", "train", "methods"})
+    if bad:
+        raise ConfigError(f"{where}: few_shot: unknown field(s) {', '.join(bad)}; "
+                          f"expected examples, pairs, train, methods")
+    few_shot["methods"] = [str(m) for m in (few_shot.get("methods") or labels)]
+    for i, m in enumerate(few_shot["methods"]):
+        if m not in labels:
+            raise ConfigError(f"{where}: few_shot.methods[{i}]: {m!r} is not one of the spec's methods "
+                              f"({', '.join(labels)})")
+    few_shot["examples"] = _ints(few_shot.get("examples", 100), f"{where}: few_shot.examples")[0]
+    few_shot["pairs"] = [_pair(p, f"{where}: few_shot.pairs[{i}]") for i, p in enumerate(few_shot.get("pairs") or [])]
+    few_shot["train"] = _check_train_keys(few_shot.get("train"), f"{where}: few_shot.train")
+    if "train_limit" in few_shot["train"]:
+        raise ConfigError(f"{where}: few_shot.train.train_limit: use few_shot.examples")
+    return few_shot
 
-    params = data.get("params")
-    if params is not None:
-        params = dict(_mapping(params, f"{where}: params"))
-        bad = sorted(set(params) - {"backbones", "methods", "num_labels"})
-        if bad:
-            raise ConfigError(f"{where}: params: unknown field(s) {', '.join(bad)}; expected backbones, methods, num_labels")
-        params["backbones"] = [_backbone(b, f"{where}: params.backbones[{i}]")
-                               for i, b in enumerate(params.get("backbones") or backbones)]
-        params["methods"] = list(params.get("methods") or [m.config["name"] for m in methods
-                                                             if m.peft is None and m.config.get("name")])
-        for i, m in enumerate(params["methods"]):
-            if m not in PRESETS or PRESETS[m].get("zero_shot"):
-                raise ConfigError(f"{where}: params.methods[{i}]: unknown method {m!r}; expected a trainable preset "
-                                  f"({', '.join(k for k, v in PRESETS.items() if not v.get('zero_shot'))})")
-        params["num_labels"] = int(params.get("num_labels", 2))
 
+def _params(params, methods: list, backbones: list[str], where: str) -> dict | None:
+    from softprompt.methods.presets import PRESETS
+
+    if params is None:
+        return None
+    params = dict(_mapping(params, f"{where}: params"))
+    bad = sorted(set(params) - {"backbones", "methods", "num_labels"})
+    if bad:
+        raise ConfigError(f"{where}: params: unknown field(s) {', '.join(bad)}; expected backbones, methods, num_labels")
+    params["backbones"] = [_backbone(b, f"{where}: params.backbones[{i}]")
+                           for i, b in enumerate(params.get("backbones") or backbones)]
+    params["methods"] = list(params.get("methods") or [m.config["name"] for m in methods
+                                                         if m.peft is None and m.config.get("name")])
+    for i, m in enumerate(params["methods"]):
+        if m not in PRESETS or PRESETS[m].get("zero_shot"):
+            raise ConfigError(f"{where}: params.methods[{i}]: unknown method {m!r}; expected a trainable preset "
+                              f"({', '.join(k for k, v in PRESETS.items() if not v.get('zero_shot'))})")
+    params["num_labels"] = int(params.get("num_labels", 2))
+    return params
+
+
+def _published(data: dict, where: str) -> list:
     published = _list(data, "published", where)
     for i, table in enumerate(published):
         table = _mapping(table, f"{where}: published[{i}]")
         if not isinstance(table.get("columns"), list) or not isinstance(table.get("rows"), dict):
             raise ConfigError(f"{where}: published[{i}]: expected 'columns' (a list) and 'rows' (method: [values])")
+    return published
 
-    labels = [m.label for m in methods]
+
+def _versus(data: dict, labels: list[str], where: str) -> list[list[str]]:
     versus = _list(data, "versus", where)
     for i, pair in enumerate(versus):
         if not (isinstance(pair, list) and len(pair) == 2 and all(p in labels for p in pair) and pair[0] != pair[1]):
             raise ConfigError(f"{where}: versus[{i}]: expected two different method labels [a, b] of this spec "
                               f"({', '.join(labels)}), got {pair!r}")
+    return [list(p) for p in versus]
 
+
+def _check_something_runs(methods, tasks, pairs, eval_tasks, few_shot, zero_shot, params, backbones, where) -> None:
     trains_something = bool(methods and (tasks or pairs))
     if not (trains_something or zero_shot or params):
         raise ConfigError(f"{where}: nothing to run: give methods and tasks (or pairs), zero_shot or params")
@@ -510,16 +557,6 @@ def parse_spec(data: dict[str, Any], path: str | None = None, where: str | None 
         raise ConfigError(f"{where}: field 'methods' is required when tasks, pairs or eval_tasks are given")
     if methods and (tasks or pairs) and not backbones:
         raise ConfigError(f"{where}: field 'backbones' is required")
-    for t in tasks:
-        get_task(t)
-    return Spec(
-        name=name, title=str(data.get("title") or name), methods=methods, tasks=tasks, backbones=backbones,
-        seeds=seeds, description=str(data.get("description") or ""), reference=str(data.get("reference") or ""),
-        metric=metric, train=train, task_overrides=task_overrides, method_overrides=method_overrides,
-        profiles=profiles, eval_tasks=eval_tasks, eval_limit=eval_limit, zero_shot=zero_shot, layers=layers,
-        pairs=pairs, few_shot=few_shot, params=params, timing=bool(data.get("timing", False)), published=published,
-        versus=[list(p) for p in versus], path=path, raw=copy.deepcopy(data),
-    )
 
 
 def _preset_site(config: dict) -> str:
