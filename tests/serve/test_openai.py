@@ -83,15 +83,10 @@ def client(url: str, **kw) -> openai.OpenAI:
 
 
 def slow_engine(app, seconds: float = 0.01) -> None:
-    """Make every decode step take at least `seconds` (so a request is surely still running)."""
-    engine = app.state.engine
-    advance = engine._advance
-
-    def slow(key):
-        time.sleep(seconds)
-        return advance(key)
-
-    engine._advance = slow
+    """Make every forward through the app's base (each prefill and decode step) take at least `seconds`,
+    so a request is surely still running; the engine's own code is left as it is."""
+    embeddings = app.state.store.backbone.model.get_input_embeddings()
+    embeddings.register_forward_pre_hook(lambda module, args: time.sleep(seconds))
 
 
 def wait_for(check, timeout: float = 10.0) -> bool:

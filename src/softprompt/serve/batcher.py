@@ -18,15 +18,12 @@ from typing import Any
 
 import torch
 
+from softprompt.serve.errors import QueueFull
 from softprompt.serve.metrics import Metrics
 from softprompt.serve.mixed import Group, mixed_logits
 from softprompt.serve.store import AdapterEntry
 
 log = logging.getLogger("softprompt.serve")
-
-
-class QueueFull(Exception):
-    """The queue holds max_queue requests already (HTTP 503)."""
 
 
 class ShuttingDown(Exception):
@@ -45,7 +42,9 @@ class Job:
 
 
 @dataclass
-class Encoded:
+class Tokenized:
+    """One request's text as token ids (cut to its adapter's limit)."""
+
     ids: list[int]
     types: list[int] | None
     truncated: bool
@@ -150,7 +149,7 @@ class Batcher:
         encoded = [self._encode(job) for job in jobs]
         groups: dict[int, list[int]] = {}
         for i, job in enumerate(jobs):
-            groups.setdefault(id(job.entry), []).append(i)
+            groups.setdefault(job.entry.uid, []).append(i)
         try:
             if self.mode == "mixed":
                 logits = self._mixed(jobs, encoded, list(groups.values()))
@@ -167,15 +166,15 @@ class Batcher:
             else:
                 _deliver(job, result=result_of(job.entry, row, enc.truncated))
 
-    def _encode(self, job: Job) -> Encoded:
+    def _encode(self, job: Job) -> Tokenized:
         tok, limit = self.tokenizer, job.entry.max_tokens
         enc = tok(job.text, job.text_pair, verbose=False)  # only to see whether it is too long
         truncated = len(enc["input_ids"]) > limit
         if truncated:
             enc = tok(job.text, job.text_pair, truncation=True, max_length=limit)
-        return Encoded(list(enc["input_ids"]), enc.get("token_type_ids"), truncated)
+        return Tokenized(list(enc["input_ids"]), enc.get("token_type_ids"), truncated)
 
-    def _collate(self, encoded: list[Encoded]):
+    def _collate(self, encoded: list[Tokenized]):
         width = max(len(e.ids) for e in encoded)
         bsz = len(encoded)
         pad = self.tokenizer.pad_token_id or 0
@@ -237,7 +236,7 @@ class Batcher:
         encoded = []
         for job in group:
             ids = list(self.tokenizer(job.text)["input_ids"])
-            encoded.append(Encoded(ids[-limit:], None, len(ids) > limit))  # keep the end: it is continued
+            encoded.append(Tokenized(ids[-limit:], None, len(ids) > limit))  # keep the end: it is continued
         ids, mask, _ = self._collate(encoded)
         with torch.inference_mode():
             out = entry.model.generate(ids, mask, max_new_tokens=budget)

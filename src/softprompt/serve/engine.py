@@ -23,11 +23,8 @@ from dataclasses import dataclass, field
 import torch
 
 from softprompt.errors import SoftPromptError
+from softprompt.serve.errors import QueueFull
 from softprompt.serve.lanes import DecoderLane, EncoderDecoderLane
-
-
-class QueueFull(SoftPromptError):
-    """Too many requests are waiting (HTTP 503 with Retry-After)."""
 
 
 class ContextTooLong(SoftPromptError, ValueError):

@@ -18,6 +18,7 @@ compared here, so an adapter made for another base is refused before any of its 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
@@ -36,6 +37,7 @@ log = logging.getLogger("softprompt.serve")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RUN_ADAPTER = "adapter"  # a training run folder keeps its selected adapter here
 RESCAN_INTERVAL_S = 1.0  # at most one prompts-folder scan per second on misses
+ENTRY_IDS = itertools.count(1)  # AdapterEntry.uid: never reused (unlike id(), which a new object may take over)
 
 
 class WrongBaseError(AdapterError):
@@ -53,6 +55,16 @@ class AdapterEntry:
     nbytes: int = 0  # memory its tensors take (counted against the budget)
     users: int = 0  # requests using it now (never evicted while > 0)
     last_used: float = field(default_factory=time.monotonic)
+    uid: int = field(default_factory=lambda: next(ENTRY_IDS))  # this load of the adapter: stable, never reused
+
+    @property
+    def prompt_positions(self) -> int:
+        """Positions the soft prompt takes in the base's context (its site's `positions_taken`: 0 for
+        prompts in the layers' hidden states that add no positions)."""
+        m = self.model
+        if m.producer is None or m.site is None:
+            return 0
+        return m.site.positions_taken(m.producer.num_tokens)
 
     @property
     def label_names(self) -> list[str]:

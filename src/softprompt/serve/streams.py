@@ -22,19 +22,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from softprompt.serve.engine import ContextTooLong, EngineStopped, Finish, QueueFull, SamplingParams, Token
+from softprompt.serve.engine import ContextTooLong, EngineStopped, Finish, SamplingParams, Token
+from softprompt.serve.errors import QueueFull, Refused
 
 log = logging.getLogger("softprompt.serve")
-
-
-class Refused(Exception):
-    """A request that was not run: `status` (400/404/500/503), message, OpenAI type/param/code."""
-
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, retry_after: int | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-        self.retry_after = retry_after
 
 
 def held_back(text: str, stops: list[str]) -> int:
