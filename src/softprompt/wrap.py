@@ -304,7 +304,7 @@ def _forget_source(module: WrappedModel, args, output):
 
 def backbone_for(model, tokenizer, name: str | None = None):
     """A softprompt Backbone around a user's Hugging Face LM (frozen in place: eval, no grad)."""
-    from softprompt.backbones.core import _finish
+    from softprompt.backbones.core import backbone_from_model
     from softprompt.backbones.kinds import kind_of_config
 
     config = getattr(model, "config", None)
@@ -319,8 +319,8 @@ def backbone_for(model, tokenizer, name: str | None = None):
         auto = "AutoModelForCausalLM" if kind == "decoder" else "AutoModelForSeq2SeqLM"
         raise ValueError(f"wrap: {type(model).__name__} has no LM head; load the model with {auto}")
     name = name or getattr(model, "name_or_path", "") or getattr(config, "_name_or_path", "") or ""
-    return _finish(str(name), model, tokenizer, f"user model {type(model).__name__} ({name or 'unnamed'})",
-                   None, None, kind)
+    return backbone_from_model(str(name), model, tokenizer, f"user model {type(model).__name__} ({name or 'unnamed'})",
+                               None, None, kind)
 
 
 def wrap(model, tokenizer, method: str = "id-spam", *, base_name: str | None = None,

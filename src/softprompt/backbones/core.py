@@ -102,7 +102,7 @@ def load_backbone(
         model, tokenizer = _with_attn_fallback(
             lambda attn: tiny.build_tiny(spec.family, attn_implementation=attn), attn_implementation
         )
-        return _finish(name, model, tokenizer, f"builtin:{name} (seed {tiny.TINY_SEED})", dtype, device)
+        return backbone_from_model(name, model, tokenizer, f"builtin:{name} (seed {tiny.TINY_SEED})", dtype, device)
     if spec is not None:
         folder = packaged.PREPARERS[name]()
         return _load_folder(name, folder, dtype, device, attn_implementation, expect=spec.family)
@@ -201,7 +201,7 @@ def _load_folder(name: str, where, dtype, device, attn_implementation, expect: s
         raise
     except Exception as err:
         raise BackboneError(f"backbone {name!r}: loading {where} failed: {type(err).__name__}: {err}") from err
-    return _finish(name, model, tokenizer, str(where), dtype, device)
+    return backbone_from_model(name, model, tokenizer, str(where), dtype, device)
 
 
 def _with_attn_fallback(make, attn_implementation: str | None):
@@ -214,7 +214,7 @@ def _with_attn_fallback(make, attn_implementation: str | None):
         raise BackboneError(f"attn_implementation={attn_implementation!r} is not usable here: {err}") from err
 
 
-def _finish(name, model, tokenizer, source, dtype, device, kind: str | None = None) -> Backbone:
+def backbone_from_model(name, model, tokenizer, source, dtype, device, kind: str | None = None) -> Backbone:
     """Freeze `model` and pair it with its tokenizer; a model no runner drives is refused here, before any training."""
     kind = runner_class(model, kind or kind_of_config(model.config)).kind  # UnsupportedModelError names what is missing
     if dtype is not None and next(model.parameters()).dtype != dtype:

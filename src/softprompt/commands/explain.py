@@ -14,7 +14,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from softprompt.inspect import attention_png, generator_attention, nearest_tokens
+    from softprompt.explain import attention_png, generator_attention, nearest_tokens
     from softprompt.train.inference import load_run_adapter
 
     model, _ = load_run_adapter(args.run)

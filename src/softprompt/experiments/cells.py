@@ -83,7 +83,8 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def _now() -> str:
+def now_iso() -> str:
+    """The current UTC time, ISO 8601 to the second (cell and log timestamps)."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 

@@ -34,7 +34,7 @@ from typing import Any, Callable
 from softprompt.errors import ConfigError
 from softprompt.methods import method_config
 from softprompt.experiments.spec import Spec, load_spec
-from softprompt.experiments.cells import SCHEMA, Cell, Log, _now, git_commit, machine  # noqa: F401 (public here too)
+from softprompt.experiments.cells import SCHEMA, Cell, Log, now_iso, git_commit, machine  # noqa: F401 (public here too)
 from softprompt.experiments.store import Store, write_json_atomic  # noqa: F401 (write_json_atomic: public here too)
 
 # -- expansion -----------------------------------------------------------------------------------
@@ -341,7 +341,7 @@ def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path | 
 
     provenance = {**git_commit(), "machine": machine()}
     root = _data_root(data_dir)
-    entry = {"command": command or " ".join(sys.argv), "profile": profile, "only": only, "started": _now(),
+    entry = {"command": command or " ".join(sys.argv), "profile": profile, "only": only, "started": now_iso(),
              "git_commit": provenance["commit"], "git_dirty": provenance["dirty"], "machine": provenance["machine"],
              "data_dir": str(root) if root else "datasets hub", "workers": workers, "runs_dir": str(store.work_dir),
              "status": "running"}
@@ -383,7 +383,7 @@ def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path | 
         status = "failures" if store.failures() else "complete"
     finally:
         failed = store.failures()
-        entry.update(finished=_now(), wall_s=round(time.perf_counter() - t_start, 1), status=status, ran=len(ran),
+        entry.update(finished=now_iso(), wall_s=round(time.perf_counter() - t_start, 1), status=status, ran=len(ran),
                      failed=failed, already_finished=len(done), skipped=len(skipped))
         write_json_atomic(manifest_path, manifest)
     logger(f"bench {spec.name}: ran {len(ran)}, failed {len(failed)}, already finished {len(done)}, skipped "

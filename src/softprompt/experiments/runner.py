@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from softprompt.experiments.cells import SCHEMA, Cell, Log, _now, git_commit, machine
+from softprompt.experiments.cells import SCHEMA, Cell, Log, now_iso, git_commit, machine
 from softprompt.experiments.spec import Spec
 from softprompt.experiments.store import Store
 
@@ -82,7 +82,7 @@ class GridRunner:
             "cell_key": cell.key(), "kind": cell.kind, "method": cell.method, "method_config": cell.method_config,
             "soft_prompt": cell.soft_prompt, "backbone": cell.backbone, "task": cell.task,
             "eval_task": cell.eval_task, "seed": cell.seed, "layer": cell.layer, "metric": cell.metric,
-            "needs": cell.needs, "train_config": cell.train, "wall_s": time.perf_counter() - t0, "finished": _now(),
+            "needs": cell.needs, "train_config": cell.train, "wall_s": time.perf_counter() - t0, "finished": now_iso(),
             "git_commit": self.provenance["commit"], "git_dirty": self.provenance["dirty"],
             "machine": self.provenance["machine"], "command": self.command, "worker": self.worker,
         })

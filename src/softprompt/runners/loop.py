@@ -120,18 +120,18 @@ class _Flow:
 
 
 def run_layers(runner: Runner, groups: list[PromptGroup], seq: Sequence, tok: torch.Tensor, start: int, end: int,
-               input_mask: torch.Tensor | None = None, gradient_checkpointing: bool = False,
+               gradient_checkpointing: bool = False,
                kv_cache: KVCache | None = None, source_mask: torch.Tensor | None = None) -> Sequence:
     """Run the model from `start` to the state entering layer `end` (end = num_layers: the last layer's output).
 
     `start = -1` means `seq` is in token space (embeddings not finished yet); otherwise `seq`
-    holds the hidden states entering layer `start`. `tok` is E(x) in the input layout and
-    `input_mask` the input's mask (default: `seq.mask`, right for a state with no prompt yet).
+    holds the hidden states entering layer `start`; `tok` is E(x) in the input layout, whose mask
+    is `seq.mask` (no prompt is inserted before the pass starts).
     `kv_cache`: a prefill that keeps every layer's keys/values for `decode_step` (run from -1).
     `source_mask` (input layout): the tokens producers may read (default: all text); a target
     to be learnt is left out, so an input-dependent prompt never sees the answer.
     """
-    p = _Pass(runner, tok, seq.mask if input_mask is None else input_mask, seq, source=source_mask)
+    p = _Pass(runner, tok, seq.mask, seq, source=source_mask)
     active = [g for g in groups if g.active]
     if kv_cache is not None and start >= 0:
         raise ValueError("a prefill that fills a key/value cache runs from the embeddings (start = -1)")

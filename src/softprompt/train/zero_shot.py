@@ -60,11 +60,6 @@ def render(task: Task, tokenizer, example: Example) -> str:
     return text + "\n" + (task.answer_prefix or "Answer:")
 
 
-def template_for(task: Task, tokenizer):
-    """Example -> (prompt text, None), for `train.batches.encode`-style callers (no truncation)."""
-    return lambda example: (render(task, tokenizer, example), None)
-
-
 def _ids(tokenizer, text: str) -> list[int]:
     # a chat template writes its own special tokens; a plain prompt gets the tokenizer's usual ones
     return tokenizer(text, add_special_tokens=not uses_chat_template(tokenizer))["input_ids"]

@@ -5,7 +5,7 @@ import torch
 
 from softprompt.adapter import save_adapter
 from softprompt.cli import main
-from softprompt.inspect import generator_attention, nearest_tokens
+from softprompt.explain import generator_attention, nearest_tokens
 from tests.core.helpers import build
 
 
