@@ -250,6 +250,27 @@ def test_context_too_long_is_400_naming_the_limit(server):
     assert err["code"] == "context_length_exceeded" and "context of 512 positions" in err["message"], err
 
 
+def test_chat_without_max_tokens_fills_what_the_context_leaves_after_the_site_positions(prompts):
+    """No max_tokens: the answer may take every position the prompt and the soft prompt leave. A prompt
+    at the input embeddings takes positions (prompt-tuning: 10); a prompt in the layers' hidden states
+    takes none (id-spam), so it leaves the whole rest of the context to the answer."""
+    app = build(prompts)
+    engine, store = app.state.engine, app.state.store
+    body = {"messages": [{"role": "user", "content": "hello there"}], "ignore_eos": True, "temperature": 0}
+    with serve_in_thread(app) as url:
+        prompt = httpx.post(url + "/v1/chat/completions", json={**body, "model": "pt", "max_tokens": 1}).json()
+        prompt_tokens = prompt["usage"]["prompt_tokens"]
+        for name, taken in (("pt", 10), ("spam", 0), (BASE, 0)):
+            if name != BASE:
+                model = store.get(name).model
+                assert model.site.positions_taken(model.producer.num_tokens) == taken
+            engine.max_context = prompt_tokens + taken + 12
+            resp = httpx.post(url + "/v1/chat/completions", json={**body, "model": name})
+            assert resp.status_code == 200, (name, resp.text)
+            assert resp.json()["usage"]["completion_tokens"] == 12, name
+            assert resp.json()["choices"][0]["finish_reason"] == "length"
+
+
 def test_chat_without_a_template_is_400(prompts):
     app = build(prompts, chat_template=None)
     with serve_in_thread(app) as url:

@@ -38,6 +38,20 @@ def test_token_limit_leaves_room_for_the_prompt(tmp_path, tiny_bert):
     assert store.build("a", tmp_path / "a").max_tokens == 512 - 10  # positions of tiny-bert minus 10 prompt tokens
 
 
+def test_each_load_of_an_adapter_has_its_own_stable_id(tmp_path, tiny_bert):
+    make_adapter(tiny_bert, "prompt-tuning", tmp_path / "a", seed=1)
+    make_adapter(tiny_bert, "prompt-tuning", tmp_path / "b", seed=2)
+    store = AdapterStore(tiny_bert, max_length=32)
+    store.load_dir(tmp_path, preload=False)
+    a, b = store.get("a"), store.get("b")
+    assert a.uid != b.uid and store.get("a").uid == a.uid  # kept while in memory
+    store.budget = 0  # evict both
+    store.release(store.acquire("a"))
+    assert store.entries() == []
+    again = store.get("a")
+    assert again is not a and again.uid not in (a.uid, b.uid)  # a reload is another load: never an old id
+
+
 def test_metrics_text_format():
     m = Metrics()
     m.queue_depth = lambda: 3
