@@ -7,7 +7,6 @@ frozen; cacheable across epochs), `from_state` runs the rest.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,7 +25,7 @@ from softprompt.runners.loop import PromptGroup, decode_step, run_layers, start_
 from softprompt.runners.sequence import last_real_index
 
 if TYPE_CHECKING:
-    from softprompt.methods.config import MethodConfig
+    from softprompt.methods import MethodConfig, ResolvedMethod
 
 
 @dataclass
@@ -36,24 +35,25 @@ class Output:
 
 
 class SoftPromptModel(nn.Module):
-    def __init__(self, backbone, method: "MethodConfig", num_labels: int, is_regression: bool = False,
+    def __init__(self, backbone, method: "MethodConfig | ResolvedMethod", num_labels: int, is_regression: bool = False,
                  label_words: list[str] | None = None, backbone_dropout: bool = True, max_length: int = 128,
                  generative: bool = False):
+        """`method`: a MethodConfig (resolved here for this backbone, its producer fitted to `max_length`)
+        or a ResolvedMethod made for a backbone of the same layer count (used as it is)."""
         super().__init__()
         self.generative = generative  # trained on target text with the LM head (no task head)
         self.backbone_dropout = backbone_dropout  # dropout on in the layers gradients flow through
         self.gradient_checkpointing = False
         self.backbone = backbone
-        self.method = method
+        self.runner: Runner = runner_for(backbone.model, backbone.kind)
+        self.resolved = method.resolve(self.runner.num_layers, max_length, backbone.name)
+        method = self.method = self.resolved.config
+        self.site = self.resolved.site
         self.num_labels = num_labels
         self.is_regression = is_regression
         self.label_words = list(label_words or [])
         if method.backbone != "frozen" and hasattr(backbone, "fingerprint"):
             backbone.fingerprint()  # cached now: adapters name the base as it was before training changed it
-        self.runner: Runner = runner_for(backbone.model, backbone.kind)
-        if method.producer is not None:  # settings that depend on the input length (DePT's A); no-op if set
-            method = self.method = dataclasses.replace(method, producer=method.producer.fit(max_length))
-        self.site = method.build_site(self.runner.num_layers, backbone.name)
         self.producer: Producer | None = self._build_producer()
         if generative and backbone.kind == "encoder":
             raise ValueError("a generation task needs a decoder or an encoder-decoder backbone")

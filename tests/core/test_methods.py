@@ -168,3 +168,47 @@ def test_prompt_sits_next_to_text_with_left_and_right_padding():
     # variable-length prompts: the unused slot moves to the padding side
     short = insert_prompt(Sequence(h, right, right.clone()), p.expand(2, -1, -1), torch.tensor([[True, False], [True, True]]))
     assert short.mask[0].tolist() == [1, 1, 1, 0, 0, 0] and short.hidden[0, :3, 0].tolist() == [-1, 1, 2]
+
+
+@pytest.mark.parametrize("name,method", [("tiny-bert", "id-spam"), ("tiny-llama", "p-tuning-v2"), ("tiny-t5", "dept")])
+def test_a_method_is_resolved_once_for_the_backbones_layers(name, method):
+    model = build(name, method)
+    resolved = model.resolved
+    assert resolved.num_layers == model.runner.num_layers and resolved.site is model.site
+    assert resolved.config is model.method
+    if method == "p-tuning-v2":
+        assert model.site.layers == list(range(model.runner.num_layers))
+    if method == "id-spam":
+        assert model.site.boundary == model.runner.num_layers // 2
+    again = SoftPromptModel(model.backbone, resolved, 2)  # a resolved method is used as it is
+    assert again.site is resolved.site and again.method is resolved.config
+    with pytest.raises(ConfigError, match="method: resolved for"):
+        resolved.resolve(resolved.num_layers + 1)
+
+
+def test_site_errors_name_the_field_before_and_after_the_layer_count_is_known():
+    with pytest.raises(ConfigError, match=r"^method.site.layer: must be >= 0, got -1$"):
+        method_config("id-spam", site={"layer": -1})
+    with pytest.raises(ConfigError, match=r"^method.site.layers: must be distinct layers >= 0, got \[1, 1\]$"):
+        method_config("p-tuning-v2", site={"layers": [1, 1]})
+    late = method_config("id-spam", site={"layer": 7})  # fine until a backbone's layer count is known
+    with pytest.raises(ConfigError, match=r"^method.site.layer: must be in 0..1 for tiny-bert, got 7$"):
+        late.resolve(2, 128, "tiny-bert")
+
+
+def test_the_trainer_fits_the_producer_once_and_passes_the_resolved_method_down(tmp_path, data_dir, monkeypatch):
+    from softprompt.producers.decomposed import DecomposedConfig
+    from softprompt.train.config import TrainConfig
+    from softprompt.train.trainer import Trainer
+
+    with pytest.raises(ConfigError, match=r"^method.site.layer: must be in 0..1 for tiny-bert, got 5$"):
+        TrainConfig(backbone="tiny-bert", method={"name": "id-spam", "site": {"layer": 5}})  # nothing loaded yet
+    fits = []
+    real_fit = DecomposedConfig.fit
+    monkeypatch.setattr(DecomposedConfig, "fit", lambda self, n: fits.append(n) or real_fit(self, n))
+    cfg = TrainConfig(backbone="tiny-bert", task="sst2", method={"name": "dept", "producer": {"num_tokens": 4}},
+                      data_dir=str(data_dir), train_limit=16, eval_limit=8, epochs=1, max_length=40,
+                      output_dir=str(tmp_path), progress=False)
+    model = Trainer(cfg, log=lambda *a: None).setup().unwrapped
+    assert fits == [40] and model.method.producer.max_length == 40 == model.producer.max_input_tokens
+    assert model.resolved is cfg.resolved_method and model.site is cfg.resolved_method.site

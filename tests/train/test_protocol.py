@@ -88,18 +88,11 @@ def test_selection_split_is_a_cli_flag(tmp_path, data_dir):
     ([50.0, 50.0, 50.0, 60.0, 59.0], 5),  # learned late: patience counts only after the first gain
 ])
 def test_early_stopping_waits_for_the_first_gain(tmp_path, data_dir, monkeypatch, selection_scores, evaluations):
-    import softprompt.train.trainer as trainer_mod
+    from softprompt.train.trainer import Trainer
 
-    real, scripted_scores, real_evaluate = trainer_mod.score, iter(selection_scores), trainer_mod.Trainer._evaluate
-
-    def evaluate(self, progress, epoch):  # the selection score of each evaluation comes from the script
-        monkeypatch.setattr(trainer_mod, "score", lambda *a, **kw: {**real(*a, **kw), "main": next(scripted_scores)})
-        try:
-            return real_evaluate(self, progress, epoch)
-        finally:
-            monkeypatch.setattr(trainer_mod, "score", real)
-
-    monkeypatch.setattr(trainer_mod.Trainer, "_evaluate", evaluate)
+    real, scripted_scores = Trainer.selection_scores, iter(selection_scores)
+    # the selection score of each evaluation comes from the script
+    monkeypatch.setattr(Trainer, "selection_scores", lambda self: {**real(self), "main": next(scripted_scores)})
     train(config(tmp_path, data_dir, epochs=5, patience=2, train_limit=40), log=lambda *a: None)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["eval"]["main"] for r in rows if "eval" in r] == selection_scores[:evaluations]

@@ -7,16 +7,17 @@ task with softprompt's data, batches, loss and schedule, generate greedily with 
     summary = train_peft(cfg, peft_spec, backbone, log)        # cfg: a TrainConfig (its method is unused)
 
 What is shared with softprompt's trainer (train/trainer.py), so only the model differs:
-* data: the trainer's own split logic (`Trainer._load_data`: train rows, selection rows) and
-  `encode_generation` (same max_length, chat template, target tokens + EOS);
-* batches: `batch_order(lengths, batch_size, seed, epoch, shuffle, bucket)`, the same example
-  indices per step; collated with right padding (HF/peft position ids assume it; softprompt's
-  runner reads positions from the mask and pads decoders on the left);
+* data: `train.data.load_run_data` (train rows, selection rows), `load_reported` and
+  `encode_rows` (same max_length, chat template, target tokens + EOS);
+* the loop: `train.loop.fit` (the same example indices per step, gradient accumulation and
+  clipping, mixed precision, epochs, seed, selection on `selection_split` every `eval_every`
+  steps or epoch with the best adapter kept, early stopping), the selected adapter scored once
+  on `eval_split`; batches collated with right padding (HF/peft position ids assume it;
+  softprompt's runner reads positions from the mask and pads decoders on the left);
 * loss: the causal-LM cross-entropy averaged over target tokens only (labels -100 elsewhere;
   peft adds -100 for its virtual tokens);
-* optimizer: AdamW (lr, weight decay on matrices, betas, eps), linear warmup/decay, gradient
-  clipping, epochs, seed, selection on `selection_split` after every epoch (best adapter kept),
-  the selected adapter scored once on `eval_split`;
+* optimizer: `train.optim` (AdamW: weight decay on matrices only, betas, eps; linear
+  warm-up/decay), one learning rate for the prompt (`DEFAULT_LR` unless the config's `lr`);
 * generation: greedy, `max_new_tokens_for(task)`, sources padded on the left, cut at EOS.
 
 TEXT init (`prompt_tuning_init: TEXT`) is done here as peft does it (tokenize the text with the
@@ -31,7 +32,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -149,15 +149,13 @@ def train_peft(cfg, values: dict, backbone, log: Callable[..., Any] = print, whe
 
     The run folder gets metrics.jsonl, peft_adapter/ (the selected adapter, peft's save_pretrained),
     test/outputs.jsonl + scores.json and summary.json."""
-    import numpy as np
     import torch
-    from transformers import get_linear_schedule_with_warmup
 
-    from softprompt.tasks import get_task, load_split_with_report
+    from softprompt.tasks import get_task
     from softprompt.tasks.generation_outputs import write_outputs
-    from softprompt.train.batches import batch_order, collate
-    from softprompt.train.text_batches import encode_generation
-    from softprompt.train.trainer import Trainer, early_stop
+    from softprompt.train.data import encode_rows, load_reported, load_run_data
+    from softprompt.train.loop import Loop, fit, make_accelerator
+    from softprompt.train.optim import OptimizerSettings, build_optimizer, build_schedule, optimizer_steps
 
     task = get_task(cfg.task)
     if not task.is_generation:
@@ -165,87 +163,58 @@ def train_peft(cfg, values: dict, backbone, log: Callable[..., Any] = print, whe
     run_dir = Path(cfg.run_dir())
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    shell = Trainer(cfg, backbone, False, log)  # its data protocol only (train / selection rows)
-    shell.task = task
-    train_rows, selection_rows = shell._load_data()
+    data = load_run_data(cfg, task, log)
     tok = backbone.tokenizer
-
-    def encode(rows):
-        return encode_generation(tok, task, rows, cfg.max_length, backbone.kind, chat=cfg.chat_template)
-
-    train_enc, selection_enc = encode(train_rows), encode(selection_rows)
+    train_enc, selection_enc = (encode_rows(cfg, task, backbone, rows) for rows in (data.train, data.selection))
     model, config = build_peft_model(backbone, values, where)
     kind = str(values["peft_type"]).upper()
     lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[kind]
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [g for g in ({"params": [p for p in params if p.dim() > 1], "weight_decay": cfg.weight_decay},
-                          {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}) if g["params"]]
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
-    per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
-    total = math.ceil(per_epoch / cfg.grad_accum) * cfg.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    optimizer = build_optimizer({"prompt": params}, {"prompt": lr}, OptimizerSettings.of(cfg))
+    scheduler = build_schedule(optimizer, optimizer_steps(len(train_enc), cfg.batch_size, cfg.grad_accum, cfg.epochs),
+                               cfg.warmup_ratio)
+    acc = make_accelerator(cfg, run_dir)
+    model, optimizer = acc.prepare(model, optimizer)
     metrics = run_dir / "metrics.jsonl"
     metrics.write_text("")
+    kept: dict[str, Any] = {}
+
+    def batch_loss(batch: dict) -> torch.Tensor:
+        with acc.autocast():
+            return model(**{k: batch[k].to(acc.device) for k in ("input_ids", "attention_mask", "labels")}).loss
 
     def record(row: dict) -> None:
         with open(metrics, "a") as fh:
             fh.write(json.dumps(row) + "\n")
 
-    best, best_step, best_state, best_scores, time_to_best, improved = None, None, None, None, None, False
-    step, train_seconds, throughput, bad = 0, 0.0, [], 0
-    model.train()
-    for epoch in range(cfg.epochs):
-        t0, seen, losses = time.perf_counter(), 0, []
-        batches = batch_order(train_enc.lengths, cfg.batch_size, cfg.seed, epoch, True, cfg.bucket)
-        for b, idx in enumerate(batches):
-            batch = collate(train_enc, idx, tok.pad_token_id, "right")
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-            if not torch.isfinite(out.loss):
-                raise FloatingPointError(f"{where}: loss became {out.loss.item()} at epoch {epoch + 1}, step {step}")
-            (out.loss / cfg.grad_accum).backward()
-            losses.append(out.loss.item())
-            seen += len(idx)
-            if (b + 1) % cfg.grad_accum and b + 1 != len(batches):
-                continue
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if step % cfg.log_every == 0:
-                record({"step": step, "epoch": epoch + 1, "loss": float(np.mean(losses[-cfg.log_every:])),
-                        "lr": scheduler.get_last_lr()[0], "samples_per_s": seen / max(time.perf_counter() - t0, 1e-9)})
-        segment = time.perf_counter() - t0
-        train_seconds += segment
-        throughput.append(seen / max(segment, 1e-9))
-        scores, _ = _score(task, selection_enc, model, tok, cfg.eval_batch_size, with_meteor=False)
-        record({"step": step, "epoch": epoch + 1, "eval": scores, "train_seconds": train_seconds})
-        log(f"step {step} (epoch {epoch + 1}): selection {task.metric} = {scores['main']:.2f}")
-        if best is None or scores["main"] > best:
-            improved = best is not None
-            best, best_step, best_scores, time_to_best, bad = scores["main"], step, scores, train_seconds, 0
-            best_state = _trainable_state(model)
-        else:
-            bad += 1
-            if early_stop(cfg.patience, bad, improved):
-                break
-    model.prompt_encoder.load_state_dict(best_state)
+    def keep_best(step: int, scores: dict) -> None:
+        kept["state"] = _trainable_state(acc.unwrap_model(model))
+
+    progress = fit(cfg, Loop(
+        acc, model, optimizer, scheduler, train_enc, tok.pad_token_id, "right", batch_loss,
+        evaluate=lambda: _score(task, selection_enc, acc.unwrap_model(model), tok, cfg.eval_batch_size, False)[0],
+        keep_best=keep_best, record=record, log=log, selection_name=data.selection_name, metric=task.metric,
+        diverged_note=f" ({where})",
+    ))
+    model = acc.unwrap_model(model)
+    model.prompt_encoder.load_state_dict(kept["state"])
     model.save_pretrained(str(run_dir / ADAPTER))
-    test_rows, report = load_split_with_report(task, cfg.eval_split, cfg.data_dir, cfg.eval_limit, 0)
-    test_enc = encode(test_rows)
+    test_rows, report = load_reported(cfg, task)
+    test_enc = encode_rows(cfg, task, backbone, test_rows)
     scores, preds = _score(task, test_enc, model, tok, cfg.eval_batch_size, with_meteor=with_meteor)
     outputs, _ = write_outputs(run_dir / "test", task, test_enc.examples, preds, scores)
+    best = progress["best"]
     summary = {
         "task": task.name, "method": f"peft {kind}", "backbone": cfg.backbone, "seed": cfg.seed,
         "metric": task.metric, "peft_config": {**values}, "lr": lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-        "selection": {"split": shell.selection_name, "examples": len(selection_enc), "best": best,
-                      "best_step": best_step, "scores": best_scores},
+        "selection": {"split": data.selection_name, "examples": len(selection_enc), "best": best,
+                      "best_step": progress["best_step"], "scores": progress.get("best_scores")},
         "test": {"split": task.check_split(cfg.eval_split), "examples": len(test_enc), "truncated": test_enc.truncated,
                  "scores": scores, "data": report.summary(), "outputs": str(outputs)},
-        "best": best, "best_step": best_step, "best_scores": scores, "time_to_best_s": time_to_best,
-        "train_seconds": train_seconds, "steps": step, "train_examples": len(train_enc),
-        "train_truncated": train_enc.truncated, "eval_examples": len(test_enc), "epoch_samples_per_s": throughput,
+        "best": best, "best_step": progress["best_step"], "best_scores": scores,
+        "time_to_best_s": progress["time_to_best"], "train_seconds": progress["train_seconds"],
+        "steps": progress["global_step"], "train_examples": len(train_enc), "train_truncated": train_enc.truncated,
+        "eval_examples": len(test_enc), "epoch_samples_per_s": progress["epoch_throughput"],
         "trainable_params": sum(p.numel() for p in params), "decoding": "greedy",
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -26,7 +26,11 @@ What the wrapper changes, and why:
 
 The Trainer's default optimizer uses one learning rate for everything; soft prompts usually
 want a much higher one than the head (softprompt's own trainer uses 3e-2 vs 1e-3). Pass
-`optimizers=(build_optimizer(model), None)` to keep softprompt's per-group rates.
+`optimizers=optimizers(model, num_training_steps)` for softprompt's optimizer: its per-group
+rates, weight decay on matrices only, AdamW betas (0.9, 0.98) and eps 1e-6, and its linear
+schedule with 6% warm-up (train/optim.py; `settings=OptimizerSettings.defaults(...)` changes
+them). TrainingArguments' learning_rate, weight_decay, adam_* and warmup settings then do not
+apply; its max_grad_norm (1.0, as softprompt's) and its loop still do.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from softprompt.adapter import load_adapter, save_adapter
+from softprompt.train import optim as train_optim
+from softprompt.train.optim import OptimizerSettings
 
 BACKBONE_PREFIX = "backbone."
 MODULE_BACKBONE_PREFIX = "runner.model."
@@ -144,24 +150,24 @@ class SaveAdapterCallback(TrainerCallback):
             self._write(state, model, Path(args.output_dir))
 
 
-def build_optimizer(model, lrs: dict[str, float] | None = None, weight_decay: float = 0.01) -> torch.optim.AdamW:
-    """AdamW with softprompt's per-group learning rates (prompt / lowrank / head / backbone).
+def build_optimizer(model, lrs: dict[str, float] | None = None,
+                    settings: OptimizerSettings | None = None) -> torch.optim.AdamW:
+    """softprompt's AdamW (train/optim.py) for a SoftPromptModel or a TrainerModel.
 
-    `model` is a SoftPromptModel or a TrainerModel; `lrs` overrides TrainConfig's defaults.
+    `settings`: default `OptimizerSettings.defaults()`, TrainConfig's; `lrs` overrides per-group rates.
     """
-    from softprompt.train.config import TrainConfig
-
     sp = model.model if isinstance(model, TrainerModel) else model
-    rates = TrainConfig(backbone=sp.backbone.name, method=sp.method).group_lrs()
-    rates.update(lrs or {})
-    groups = []
-    for name, params in sp.param_groups().items():
-        decay = [p for p in params if p.dim() > 1]
-        no_decay = [p for p in params if p.dim() <= 1]
-        for ps, wd in ((decay, weight_decay), (no_decay, 0.0)):
-            if ps:
-                groups.append({"params": ps, "lr": rates[name], "weight_decay": wd})
-    return torch.optim.AdamW(groups)
+    settings = settings or OptimizerSettings.defaults()
+    return train_optim.build_optimizer(sp.param_groups(), {**settings.group_lrs(sp.method), **(lrs or {})}, settings)
+
+
+def optimizers(model, num_training_steps: int, lrs: dict[str, float] | None = None,
+               settings: OptimizerSettings | None = None):
+    """(optimizer, schedule) for `transformers.Trainer(optimizers=...)`: `build_optimizer` and
+    softprompt's linear warm-up/decay over `num_training_steps`."""
+    settings = settings or OptimizerSettings.defaults()
+    optimizer = build_optimizer(model, lrs, settings)
+    return optimizer, train_optim.build_schedule(optimizer, num_training_steps, settings.warmup_ratio)
 
 
 def encode_dataset(tokenizer, examples, max_length: int = 128) -> list[dict]:

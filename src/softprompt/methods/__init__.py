@@ -2,5 +2,6 @@
 
 from softprompt.methods.config import LoraSettings, MethodConfig, method_config, method_from_dict
 from softprompt.methods.presets import PRESETS
+from softprompt.methods.resolved import ResolvedMethod
 
-__all__ = ["LoraSettings", "MethodConfig", "PRESETS", "method_config", "method_from_dict"]
+__all__ = ["LoraSettings", "MethodConfig", "PRESETS", "ResolvedMethod", "method_config", "method_from_dict"]

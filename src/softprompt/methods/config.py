@@ -1,7 +1,8 @@
 """A method = producer x site (+ head, + how the backbone trains), as a typed config.
 
-Read from YAML/CLI dicts by `method_from_dict`; every value is checked then, before any
-model or data is loaded (`check_for` adds the checks that need the backbone's layer count).
+Read from YAML/CLI dicts by `method_from_dict`; every value that needs no backbone is checked
+then, before any model or data is loaded. `resolve` binds it to a backbone's layer count and a
+max_length (site built, producer fitted) once; a layer out of range is a ConfigError there.
 Code that changes a method does so with `with_site` / `with_producer` / `with_head`.
 """
 
@@ -18,7 +19,8 @@ from softprompt.heads import HeadConfig
 from softprompt.methods.presets import PRESETS
 from softprompt.producers import PRODUCERS, Producer, ProducerConfig
 from softprompt.producers.static import StaticConfig
-from softprompt.sites import Site, SiteConfig, build_site
+from softprompt.methods.resolved import ResolvedMethod
+from softprompt.sites import SiteConfig, build_site, check_site
 
 
 @dataclass
@@ -45,7 +47,7 @@ class MethodConfig:
         if self.zero_shot and self.head.kind not in ("auto", "verbalizer"):
             raise ConfigError("method.head.kind: zero-shot scores label words, so it needs 'verbalizer'")
         if self.producer is not None:
-            build_site(self.site, 10**6)  # kind and field combination; the layer range needs the backbone
+            check_site(self.site)  # kind and fields; the layer range is checked by `resolve`
 
     @classmethod
     def from_value(cls, value: Any, path: str = "method") -> "MethodConfig":
@@ -71,13 +73,14 @@ class MethodConfig:
     def trains_backbone(self) -> bool:
         return self.backbone != "frozen"
 
-    def build_site(self, num_layers: int, backbone: str = "this backbone") -> Site | None:
-        return None if self.producer is None else build_site(self.site, num_layers, backbone)
-
-    def check_for(self, num_layers: int, backbone: str) -> "MethodConfig":
-        """Raise a ConfigError naming the field if this method does not fit a backbone of `num_layers`."""
-        self.build_site(num_layers, backbone)
-        return self
+    def resolve(self, num_layers: int, max_length: int, backbone: str = "this backbone") -> ResolvedMethod:
+        """This method on a backbone of `num_layers` reading up to `max_length` tokens: the site built and
+        the producer fitted, once. A ConfigError names the field that does not fit."""
+        if self.producer is None:
+            return ResolvedMethod(self, None, num_layers, max_length, backbone)
+        site = build_site(self.site, num_layers, backbone)
+        fitted = dataclasses.replace(self, producer=self.producer.fit(max_length))
+        return ResolvedMethod(fitted, site, num_layers, max_length, backbone)
 
     def with_site(self, **changes: Any) -> "MethodConfig":
         kind = changes.get("kind", self.site.kind)

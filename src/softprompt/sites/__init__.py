@@ -1,6 +1,6 @@
 """Sites, by kind: where prompt vectors enter the model. A new site is one module plus one line below."""
 
-from softprompt.sites.base import SITES, Flow, Site, SiteConfig, build_site, register
+from softprompt.sites.base import SITES, Flow, Site, SiteConfig, build_site, check_site, register
 from softprompt.sites.embeddings import EmbeddingSite
 from softprompt.sites.kv import KVSite
 from softprompt.sites.layer import LayerSite
@@ -9,4 +9,4 @@ register(EmbeddingSite)
 register(LayerSite)
 register(KVSite)
 
-__all__ = ["SITES", "EmbeddingSite", "Flow", "KVSite", "LayerSite", "Site", "SiteConfig", "build_site", "register"]
+__all__ = ["SITES", "EmbeddingSite", "Flow", "KVSite", "LayerSite", "Site", "SiteConfig", "build_site", "check_site", "register"]

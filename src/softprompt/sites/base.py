@@ -89,6 +89,11 @@ class Site:
     def describe(self) -> str:
         raise NotImplementedError
 
+    @classmethod
+    def check_fields(cls, cfg: SiteConfig) -> None:
+        """Raise a ConfigError naming the field for what is wrong whatever the backbone (`from_config`
+        adds the checks that need its layer count)."""
+
 
 SITES: dict[str, type] = {}
 
@@ -100,8 +105,15 @@ def register(cls: type) -> type:
     return cls
 
 
-def build_site(cfg: SiteConfig, num_layers: int, backbone: str = "this backbone") -> Site:
-    """The site object for `cfg`; a bad value is a ConfigError naming `method.site.<field>`."""
+def check_site(cfg: SiteConfig) -> None:
+    """The checks that need no backbone: the kind and which fields it uses; a ConfigError names the field."""
     if cfg.kind not in SITES:
         raise ConfigError(f"method.site.kind: unknown {cfg.kind!r}; expected one of {', '.join(SITES)}")
+    SITES[cfg.kind].check_fields(cfg)
+
+
+def build_site(cfg: SiteConfig, num_layers: int, backbone: str = "this backbone") -> Site:
+    """The site object for `cfg` on a backbone of `num_layers`; a bad value is a ConfigError naming
+    `method.site.<field>`."""
+    check_site(cfg)
     return SITES[cfg.kind].from_config(cfg, num_layers, backbone)

@@ -14,8 +14,11 @@ class EmbeddingSite(LayerSite):
         super().__init__(0)
 
     @classmethod
-    def from_config(cls, cfg: SiteConfig, num_layers: int, backbone: str) -> "EmbeddingSite":
+    def check_fields(cls, cfg: SiteConfig) -> None:
         for name in ("layer", "layers"):
             if getattr(cfg, name) is not None:
                 raise ConfigError(f"method.site.{name}: not used by site kind 'embeddings' (use kind 'layer' or 'kv')")
+
+    @classmethod
+    def from_config(cls, cfg: SiteConfig, num_layers: int, backbone: str) -> "EmbeddingSite":
         return cls()

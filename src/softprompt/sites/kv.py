@@ -22,9 +22,15 @@ class KVSite(Site):
         self.boundary = self.layers[0]
 
     @classmethod
-    def from_config(cls, cfg: SiteConfig, num_layers: int, backbone: str) -> "KVSite":
+    def check_fields(cls, cfg: SiteConfig) -> None:
         if cfg.layer is not None:
             raise ConfigError("method.site.layer: only for site kind 'layer'; use method.site.layers")
+        given = cfg.layers
+        if given is not None and (not given or min(given) < 0 or len(set(given)) != len(given)):
+            raise ConfigError(f"method.site.layers: must be distinct layers >= 0, got {given}")
+
+    @classmethod
+    def from_config(cls, cfg: SiteConfig, num_layers: int, backbone: str) -> "KVSite":
         layers = list(range(num_layers)) if cfg.layers is None else list(cfg.layers)
         bad = [i for i in layers if not 0 <= i < num_layers]
         if not layers or bad or len(set(layers)) != len(layers):

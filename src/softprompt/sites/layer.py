@@ -13,9 +13,14 @@ class LayerSite(Site):
         self.boundary = layer
 
     @classmethod
-    def from_config(cls, cfg: SiteConfig, num_layers: int, backbone: str) -> "LayerSite":
+    def check_fields(cls, cfg: SiteConfig) -> None:
         if cfg.layers is not None:
             raise ConfigError("method.site.layers: only for site kind 'kv'; use method.site.layer")
+        if cfg.layer is not None and cfg.layer < 0:
+            raise ConfigError(f"method.site.layer: must be >= 0, got {cfg.layer}")
+
+    @classmethod
+    def from_config(cls, cfg: SiteConfig, num_layers: int, backbone: str) -> "LayerSite":
         m = num_layers // 2 if cfg.layer is None else cfg.layer
         if not 0 <= m < num_layers:
             raise ConfigError(f"method.site.layer: must be in 0..{num_layers - 1} for {backbone}, got {m}")

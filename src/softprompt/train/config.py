@@ -71,11 +71,10 @@ class TrainConfig:
         if bad:
             raise ConfigError(f"train config: invalid value for {', '.join(bad)}")
         self.method = MethodConfig.from_value(self.method)
+        # bound to the backbone here when its layer count is known without loading it (errors name the
+        # field before anything loads); otherwise the model resolves it once the backbone is loaded
         layers = layer_count(self.backbone)
-        if layers is not None:
-            self.method.check_for(layers, self.backbone)
-        if self.max_length and self.method.producer is not None:
-            self.method = dataclasses.replace(self.method, producer=self.method.producer.fit(self.max_length))
+        self.resolved_method = None if layers is None else self.method.resolve(layers, self.max_length, self.backbone)
 
     @property
     def method_name(self) -> str:
@@ -83,14 +82,6 @@ class TrainConfig:
 
     def run_dir(self) -> str:
         return self.output_dir or f"runs/{self.task}-{self.method_name}-{self.backbone}-s{self.seed}"
-
-    def group_lrs(self) -> dict[str, float]:
-        """Learning rate per parameter group: the config's values, else the producer class's defaults."""
-        defaults = dict(self.method.producer_class.default_lrs) if self.method.producer is not None else {}
-        chosen = {"prompt": self.lr, "lowrank": self.lowrank_lr}
-        rates = {group: chosen.get(group) if chosen.get(group) is not None else lr for group, lr in defaults.items()}
-        backbone = self.backbone_lr if self.backbone_lr is not None else (5e-4 if self.method.backbone == "lora" else 2e-5)
-        return {**rates, "head": self.head_lr, "backbone": backbone}
 
     def to_dict(self) -> dict[str, Any]:
         plain = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in dataclasses.asdict(self).items()}

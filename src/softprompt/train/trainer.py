@@ -5,48 +5,36 @@ default 10% of the training rows carved off with a fixed seed (train/splits.py);
 adapter is then scored once on `eval_split` (GLUE dev, reported as the test set because GLUE
 test labels are private). summary.json holds both, as "selection" and "test".
 
-Runs on CPU or GPU through accelerate (device placement, bf16/fp16 autocast with fp32
-trainable weights, gradient accumulation, DDP under `accelerate launch`/`torchrun`).
-Every global batch is split across processes, so N processes see the same data as one.
+The pieces are public and shared with the peft baseline: the data (train/data.py), the
+optimizer (train/optim.py) and the loop, `fit` (train/loop.py: accelerate's device placement,
+bf16/fp16 autocast with fp32 trainable weights, DDP under `accelerate launch`/`torchrun`;
+every global batch is split across processes, so N processes see the same data as one).
+This class adds the SoftPromptModel, the frozen-state cache, checkpoints/resume and the summary.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import time
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState
-from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from softprompt.adapter import WEIGHTS, read_tensors, save_adapter
-from softprompt.errors import ConfigError, SoftPromptError
+from softprompt.errors import ConfigError
 from softprompt.model import SoftPromptModel
-from softprompt.tasks import get_task, load_split_with_report, subsample
+from softprompt.tasks import get_task
 from softprompt.train import checkpoint as ckpt
-from softprompt.train.batches import batch_order, collate, encode
+from softprompt.train.batches import batch_order, collate
 from softprompt.train.config import TrainConfig
+from softprompt.train.data import encode_rows, load_reported, load_run_data
 from softprompt.train.evaluate import padding_side, score
-from softprompt.train.splits import carve_validation
+from softprompt.train.loop import Loop, TrainingDiverged, early_stop, fit, make_accelerator
+from softprompt.train.optim import OptimizerSettings, build_optimizer, build_schedule, optimizer_steps
 from softprompt.train.state_cache import StateCache
-from softprompt.train.text_batches import encode_generation
 
-
-def early_stop(patience: int | None, bad_evals: int, improved: bool) -> bool:
-    """Stop after `patience` evaluations without gain, but only once the score has risen above the first
-    evaluation's: a run still at its starting score (e.g. predicting the majority class) keeps its epochs."""
-    return patience is not None and improved and bad_evals >= patience
-
-
-class TrainingDiverged(SoftPromptError):
-    """The loss became NaN or infinite."""
+__all__ = ["Trainer", "TrainingDiverged", "early_stop", "train"]
 
 
 class Trainer:
@@ -62,34 +50,28 @@ class Trainer:
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> "Trainer":
         cfg = self.cfg
-        AcceleratorState._reset_state()  # a new run in the same process may change mixed precision
-        # torchrun on a machine without GPUs: accelerate only uses WORLD_SIZE on CPU when asked to (gloo)
-        cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-        self.accelerator = Accelerator(
-            cpu=cpu_ddp,
-            mixed_precision=cfg.mixed_precision,
-            gradient_accumulation_steps=cfg.grad_accum,
-            log_with="tensorboard" if cfg.tensorboard else None,
-            project_dir=str(self.run_dir),
-        )
+        self.accelerator = make_accelerator(cfg, self.run_dir)
         self.task = get_task(cfg.task)
         if self.backbone is None:
             from softprompt.backbones import load_backbone
 
             self.backbone = load_backbone(cfg.backbone)
-        train, selection = self._load_data()
-        self.train_enc = self._encode(train)
-        self.selection_enc = self._encode(selection)
+        self.data = load_run_data(cfg, self.task, self.log)
+        self.carve, self.train_report = self.data.carve, self.data.train_report
+        self.train_enc = encode_rows(cfg, self.task, self.backbone, self.data.train)
+        self.selection_enc = encode_rows(cfg, self.task, self.backbone, self.data.selection)
         self.test_enc = None  # the reported split, encoded when the run finishes (evaluated once)
         torch.manual_seed(cfg.seed)
-        method = cfg.method
-        if getattr(method.producer, "init", None) == "labels" and not method.producer.label_words:
-            method = method.with_producer(label_words=list(self.task.verbalizer))  # class-label init (Lester et al.)
-        if method.zero_shot:
+        # resolved by the config when the registry knows the layer count, else by the model once loaded
+        method = cfg.resolved_method or cfg.method
+        given = cfg.resolved_method.config if cfg.resolved_method else cfg.method
+        if given.zero_shot:
             raise ConfigError("method zero-shot is not trained; use `softprompt eval --method zero-shot`")
+        if getattr(given.producer, "init", None) == "labels" and not given.producer.label_words:
+            method = method.with_producer(label_words=list(self.task.verbalizer))  # class-label init (Lester et al.)
         self.model = SoftPromptModel(
             self.backbone, method, self.task.num_labels, self.task.is_regression, list(self.task.verbalizer),
-            backbone_dropout=cfg.backbone_dropout, generative=self.task.is_generation,
+            backbone_dropout=cfg.backbone_dropout, max_length=cfg.max_length, generative=self.task.is_generation,
         )
         self.model.gradient_checkpointing = cfg.gradient_checkpointing
         capacity = self.model.max_text_tokens()
@@ -106,48 +88,9 @@ class Trainer:
             self.accelerator.init_trackers("tb")
         return self
 
-    def _load_data(self) -> tuple[list, list]:
-        """(training rows, selection rows); the reported split (eval_split) is loaded at the end."""
-        cfg, task = self.cfg, self.task
-        self.carve = None
-        if cfg.selection_split == "carved":
-            pool, self.train_report = load_split_with_report(task, "train", cfg.data_dir, None, cfg.seed)
-            self.carve = carve_validation(pool, task.name, cfg.train_limit, is_regression=task.is_regression,
-                                          grouped=task.grouped)
-            rest = self.carve.rest
-            limit = None if cfg.train_limit is None else cfg.train_limit - len(self.carve.validation)
-            train = rest if limit is None else subsample(rest, max(limit, 1), cfg.seed, grouped=task.grouped)
-            self.train_report.not_sampled = len(rest) - len(train)
-            self.train_report.rows_returned = len(train)
-            selection = self.carve.validation
-            if cfg.eval_limit is not None:
-                selection = subsample(selection, cfg.eval_limit, 0, grouped=task.grouped)
-            self.selection_report = self.carve.summary() + (
-                f"; {len(selection):,} used (eval_limit)" if len(selection) < len(self.carve.validation) else "")
-            return train, selection
-        try:
-            split = task.check_split(cfg.selection_split)
-        except ConfigError as err:
-            raise ConfigError(f"selection_split: {err} (or 'carved', 10% of train)") from None
-        if split == "train":
-            raise ConfigError("selection_split: 'train' is the training data; use 'carved' or a held-out split")
-        train, self.train_report = load_split_with_report(task, "train", cfg.data_dir, cfg.train_limit, cfg.seed)
-        selection, report = load_split_with_report(task, split, cfg.data_dir, cfg.eval_limit, 0)
-        self.selection_report = report.summary()
-        if split == task.check_split(cfg.eval_split):
-            self.log(f"warning: selection_split {split!r} is also the reported split (eval_split): "
-                     f"its score is optimistically biased")
-        return train, selection
-
     @property
     def selection_name(self) -> str:
-        return "carved validation" if self.cfg.selection_split == "carved" else self.task.check_split(self.cfg.selection_split)
-
-    def _encode(self, examples):
-        if self.task.is_generation:
-            return encode_generation(self.backbone.tokenizer, self.task, examples, self.cfg.max_length,
-                                     self.backbone.kind, chat=self.cfg.chat_template)
-        return encode(self.backbone.tokenizer, examples, self.cfg.max_length)
+        return self.data.selection_name
 
     @property
     def unwrapped(self) -> SoftPromptModel:
@@ -155,23 +98,15 @@ class Trainer:
 
     def _build_optimizer(self) -> None:
         cfg = self.cfg
-        lrs = cfg.group_lrs()
-        groups = []
-        for name, params in self.model.param_groups().items():
-            decay = [p for p in params if p.dim() > 1]
-            no_decay = [p for p in params if p.dim() <= 1]
-            for ps, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
-                if ps:
-                    groups.append({"params": ps, "lr": lrs[name], "weight_decay": wd, "name": name})
-        self.optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
-        # train() takes one step per global batch of batch_size * num_processes examples
-        per_epoch = math.ceil(len(self.train_enc) / (cfg.batch_size * self.accelerator.num_processes))
-        self.total_steps = math.ceil(per_epoch / cfg.grad_accum) * cfg.epochs
-        self.scheduler = get_linear_schedule_with_warmup(
-            self.optimizer, int(cfg.warmup_ratio * self.total_steps), self.total_steps
-        )
+        settings = OptimizerSettings.of(cfg)
+        named = self.model.param_groups()
+        self.optimizer = build_optimizer(named, settings.group_lrs(self.model.method), settings)
+        # fit() takes one step per global batch of batch_size * num_processes examples
+        self.total_steps = optimizer_steps(len(self.train_enc), cfg.batch_size * self.accelerator.num_processes,
+                                           cfg.grad_accum, cfg.epochs)
+        self.scheduler = build_schedule(self.optimizer, self.total_steps, cfg.warmup_ratio)
         names = {id(p): n for n, p in self.model.named_parameters()}
-        flat = [p for g in groups for p in g["params"]]
+        flat = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.param_names = {i: names[id(p)] for i, p in enumerate(flat)}
 
     def _build_cache(self) -> StateCache | None:
@@ -255,123 +190,54 @@ class Trainer:
         self.cache.store(indices, state)
         return state
 
+    def _batch_loss(self, batch: dict) -> torch.Tensor:
+        device = self.accelerator.device
+        frozen = self._frozen_state(batch, device)
+        extra = {"source_mask": batch["source_mask"].to(device)} if "source_mask" in batch else {}
+        with self.accelerator.autocast():
+            return self.model(
+                batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                batch["token_type_ids"].to(device) if "token_type_ids" in batch else None,
+                labels=batch["labels"].to(device), state=frozen, **extra,
+            ).loss
+
+    def selection_scores(self) -> dict:
+        """The current adapter scored on the selection rows (what picks the checkpoint)."""
+        return score(self.task, self.unwrapped, self.selection_enc, self.cfg.eval_batch_size, self.backbone.tokenizer)
+
+    def _keep_best(self, step: int, scores: dict) -> None:
+        if self.accelerator.is_main_process:
+            save_adapter(self.unwrapped, self.run_dir / "adapter", task=self.task.name,
+                         label_names=list(self.task.label_names), train_step=step, max_length=self.cfg.max_length)
+
+    def loop(self) -> Loop:
+        """This run as `fit` trains it."""
+        tok = self.backbone.tokenizer
+        return Loop(
+            self.accelerator, self.model, self.optimizer, self.scheduler, self.train_enc, tok.pad_token_id,
+            padding_side(tok), self._batch_loss,
+            evaluate=self.selection_scores, keep_best=self._keep_best, record=self._record, log=self.log, selection_name=self.selection_name,
+            metric=self.task.metric, save_progress=self._save_checkpoint,
+            after_step=[partial(cb, self) for cb in self.callbacks],
+            after_eval=[partial(cb, self) for cb in self.eval_callbacks],
+            diverged_note=f"; kept: last checkpoint in {self.run_dir} and the best adapter in {self.run_dir / 'adapter'}",
+        )
+
     def train(self) -> dict:
-        cfg, acc = self.cfg, self.accelerator
-        device = acc.device
         state = self._restore() if self.resume else None
         if state is None and self.resume:
             self.log("no valid checkpoint to resume from; starting fresh")
-        progress = state or {
-            "epoch": 0, "batch": 0, "global_step": 0, "best": None, "best_step": None,
-            "bad_evals": 0, "train_seconds": 0.0, "time_to_best": None, "epoch_throughput": [],
-        }
-        if state is None and acc.is_main_process:
+        if state is None and self.accelerator.is_main_process:
             (self.run_dir / "metrics.jsonl").write_text("")
-        rank, world = acc.process_index, acc.num_processes
-        tok = self.backbone.tokenizer
-        side = padding_side(tok)
-        self.model.train()  # SoftPromptModel keeps a frozen backbone in eval mode
         if state is not None:
-            self._warm_cache(progress)
-        stop = False
-        lengths = self.train_enc.lengths
-        for epoch in range(progress["epoch"], cfg.epochs):
-            batches = batch_order(lengths, cfg.batch_size * world, cfg.seed, epoch, True, cfg.bucket)
-            first = progress["batch"] if epoch == progress["epoch"] else 0
-            bar = tqdm(total=len(batches), initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       disable=not (cfg.progress and acc.is_main_process), leave=False)
-            t0, seen, losses, epoch_seconds = time.perf_counter(), 0, [], 0.0
-            for b in range(first, len(batches)):
-                local = batches[b][rank::world]
-                # DDP averages the ranks' gradients: weight each local mean by its share of the global batch
-                weight = len(local) * world / len(batches[b])
-                if not local:  # fewer examples than processes: join the all-reduce with a zero-weight example
-                    local, weight = batches[b][:1], 0.0
-                batch = collate(self.train_enc, local, tok.pad_token_id, side)
-                frozen = self._frozen_state(batch, device)
-                with acc.accumulate(self.model), acc.autocast():
-                    out = self.model(
-                        batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                        batch["token_type_ids"].to(device) if "token_type_ids" in batch else None,
-                        labels=batch["labels"].to(device), state=frozen,
-                        **({"source_mask": batch["source_mask"].to(device)} if "source_mask" in batch else {}),
-                    )
-                    if not torch.isfinite(out.loss):
-                        raise TrainingDiverged(
-                            f"loss became {out.loss.item()} at epoch {epoch + 1}, step {progress['global_step']}; "
-                            f"kept: last checkpoint in {self.run_dir} and the best adapter in {self.run_dir / 'adapter'}"
-                        )
-                    acc.backward(out.loss * weight if weight != 1 else out.loss)
-                    if acc.sync_gradients and cfg.max_grad_norm:
-                        acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                seen += len(batches[b])
-                losses.append(out.loss.item())
-                progress["batch"] = b + 1
-                bar.update(1)
-                if not acc.sync_gradients:
-                    continue
-                self.scheduler.step()
-                progress["global_step"] += 1
-                step = progress["global_step"]
-                for cb in self.callbacks:
-                    cb(self, progress)
-                elapsed = time.perf_counter() - t0
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", sps=f"{seen / max(elapsed, 1e-9):.1f}")
-                if step % cfg.log_every == 0:
-                    self._record({"step": step, "epoch": epoch + 1, "loss": float(np.mean(losses[-cfg.log_every:])),
-                                  "lr": self.scheduler.get_last_lr()[0], "samples_per_s": seen / max(elapsed, 1e-9)})
-                end_of_epoch = b + 1 == len(batches)
-                if (cfg.eval_every and step % cfg.eval_every == 0) or (not cfg.eval_every and end_of_epoch):
-                    segment = time.perf_counter() - t0
-                    epoch_seconds += segment
-                    progress["train_seconds"] += segment
-                    stop = self._evaluate(progress, epoch)
-                    t0 = time.perf_counter()
-                if stop:
-                    break
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not end_of_epoch:
-                    progress["epoch"] = epoch
-                    self._save_checkpoint(progress)
-            segment = time.perf_counter() - t0
-            epoch_seconds += segment
-            progress["train_seconds"] += segment
-            progress["epoch_throughput"].append(seen / max(epoch_seconds, 1e-9))
-            bar.close()
-            progress["epoch"], progress["batch"] = epoch + 1, 0
-            self._save_checkpoint(progress)
-            if stop:
-                break
-        return self._finish(progress)
-
-    def _evaluate(self, progress: dict, epoch: int) -> bool:
-        """Evaluate, keep the best adapter; True when early stopping says stop."""
-        scores = score(self.task, self.unwrapped, self.selection_enc, self.cfg.eval_batch_size, self.backbone.tokenizer)
-        step = progress["global_step"]
-        self._record({"step": step, "epoch": epoch + 1, "eval": scores, "eval_split": self.selection_name,
-                      "train_seconds": progress["train_seconds"]})
-        self.log(f"step {step} (epoch {epoch + 1}): {self.selection_name} {self.task.metric} = {scores['main']:.2f}")
-        for cb in self.eval_callbacks:
-            cb(self, step, scores)
-        if progress["best"] is None or scores["main"] > progress["best"]:
-            if progress["best"] is not None:  # a gain over an earlier evaluation, not the first score
-                progress["improved"] = True
-            progress.update(best=scores["main"], best_step=step, bad_evals=0,
-                            time_to_best=progress["train_seconds"], best_scores=scores)
-            if self.accelerator.is_main_process:
-                save_adapter(self.unwrapped, self.run_dir / "adapter", task=self.task.name,
-                             label_names=list(self.task.label_names), train_step=step,
-                             max_length=self.cfg.max_length)
-            return False
-        progress["bad_evals"] += 1
-        return early_stop(self.cfg.patience, progress["bad_evals"], progress.get("improved", False))
+            self._warm_cache(state)
+        return self._finish(fit(self.cfg, self.loop(), state))
 
     def _test(self) -> dict:
         """The selected (best) adapter scored once on the reported split, eval_split."""
         cfg, acc = self.cfg, self.accelerator
-        examples, report = load_split_with_report(self.task, cfg.eval_split, cfg.data_dir, cfg.eval_limit, 0)
-        self.test_enc = self._encode(examples)
+        examples, report = load_reported(cfg, self.task)
+        self.test_enc = encode_rows(cfg, self.task, self.backbone, examples)
         acc.wait_for_everyone()
         best = read_tensors(self.run_dir / "adapter" / WEIGHTS)
         live = self.unwrapped.adapter_state()  # state_dict tensors share storage with the parameters
@@ -387,8 +253,6 @@ class Trainer:
 
     def _finish(self, progress: dict) -> dict:
         model = self.unwrapped
-        if progress["best"] is None:  # no evaluation fell inside the run (eval_every > steps)
-            self._evaluate(progress, max(progress["epoch"] - 1, 0))
         test = self._test()
         cfg = self.cfg
         selection = {
@@ -398,7 +262,7 @@ class Trainer:
             "best_step": progress["best_step"],
             "scores": progress.get("best_scores"),
             "carve": self.carve.report if self.carve else None,
-            "data": self.selection_report,
+            "data": self.data.selection_report,
         }
         if cfg.selection_split != "carved" and self.task.check_split(cfg.selection_split) == test["split"]:
             test["note"] = "selected on this split: optimistically biased"
