@@ -18,9 +18,6 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "softprompt"
 # "<file under src/softprompt>: <private name>" -> why it is still there. Every entry names its owner,
 # who removes it with the fix.
 ALLOWED: dict[str, str] = {
-    # owned by training (one training loop, issue #25 item 3), being fixed: the peft baseline builds a
-    # Trainer shell only to call its private data loader
-    "experiments/peft_baseline.py: _load_data": "owned by training, being fixed",
 }
 
 
