@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from softprompt.errors import ConfigError
 from softprompt.tasks import compute_metrics
 from softprompt.train.batches import Encoded, batch_order, collate
 
@@ -16,6 +17,9 @@ def padding_side(tokenizer) -> str:
 @torch.inference_mode()
 def predict_logits(model, enc: Encoded, batch_size: int, tokenizer, device=None) -> np.ndarray:
     """Logits for every example, in the split's order (batches sorted by length for speed)."""
+    if getattr(model, "generative", False):
+        raise ConfigError("this adapter generates text (a generative adapter has no classification head); "
+                          "score it on a generation task (e.g. e2e or <task>-t2t)")
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
@@ -57,9 +61,20 @@ def max_new_tokens_for(task, tokenizer) -> int:
     return 64
 
 
+# finish reasons as the project names them ("stop" / "length" / "cancelled" / "error"); the decode core's
+# older "eos" (the model ended its text) is the same thing as a "stop"
+FINISH_REASON_NAMES = {"eos": "stop"}
+
+
+def finish_reason(reason: str) -> str:
+    return FINISH_REASON_NAMES.get(reason, reason)
+
+
 @torch.inference_mode()
-def generate_outputs(model, enc: Encoded, batch_size: int, tokenizer, max_new_tokens: int, **options) -> list[str]:
-    """Generated text for every example's source, in the split's order (decoders pad on the left)."""
+def generate_with_reasons(model, enc: Encoded, batch_size: int, tokenizer, max_new_tokens: int,
+                          **options) -> tuple[list[str], list[str]]:
+    """Generated text and finish reason for every example's source, in the split's order (decoders pad on
+    the left); `model.generate_text` decodes, `options` are its generation options (greedy by default)."""
     was_training = model.training
     model.eval()
     device = model.runner.word_embeddings.weight.device
@@ -67,6 +82,7 @@ def generate_outputs(model, enc: Encoded, batch_size: int, tokenizer, max_new_to
     side = "left" if enc.decoder_only else "right"
     order = np.argsort(sources.lengths, kind="stable")
     texts: list[str] = [""] * len(enc)
+    reasons: list[str] = [""] * len(enc)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size].tolist()
         batch = collate(sources, idx, tokenizer.pad_token_id, side)
@@ -74,8 +90,14 @@ def generate_outputs(model, enc: Encoded, batch_size: int, tokenizer, max_new_to
                                   max_new_tokens=max_new_tokens, **options)
         for r, i in enumerate(idx):
             texts[i] = out.texts[r].strip()
+            reasons[i] = finish_reason(out.finish_reasons[r])
     model.train(was_training)
-    return texts
+    return texts, reasons
+
+
+def generate_outputs(model, enc: Encoded, batch_size: int, tokenizer, max_new_tokens: int, **options) -> list[str]:
+    """Generated text for every example's source, in the split's order (see `generate_with_reasons`)."""
+    return generate_with_reasons(model, enc, batch_size, tokenizer, max_new_tokens, **options)[0]
 
 
 def score_generation(task, model, enc: Encoded, batch_size: int, tokenizer, max_new_tokens: int | None = None,
@@ -87,4 +109,5 @@ def score_generation(task, model, enc: Encoded, batch_size: int, tokenizer, max_
     return score_predictions(task, enc.examples, preds, with_meteor=with_meteor), preds
 
 
-__all__ = ["batch_order", "predict_logits", "predictions_from_logits", "score", "score_generation", "generate_outputs", "padding_side"]
+__all__ = ["batch_order", "predict_logits", "predictions_from_logits", "score", "score_generation", "generate_outputs",
+           "generate_with_reasons", "finish_reason", "padding_side"]

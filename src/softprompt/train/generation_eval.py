@@ -4,9 +4,14 @@ instruction model prompted zero-shot, both by greedy generated output, with per-
     res = evaluate_generation(model, "imdb-t2t", "test", data_dir, limit=500, max_length=128,
                               chat=False, out_dir=run / "eval")    # run/eval/outputs.jsonl + scores.json
     res = evaluate_zero_shot_generation(backbone, "e2e", "test", data_dir, out_dir=cell / "outputs")
+    res = evaluate_run("runs/e2e-prefix-tuning-smollm2-135m-s0", "e2e", "test", data_dir)   # `softprompt eval`
+    rows = generate_for_texts(model, ["name[The Eagle], food[French]"])                      # `softprompt predict`
 
 Text-to-text views are scored by the label parsed from the generated text (accuracy, macro-F1,
 `unparseable`); data-to-text (E2E) by BLEU, ROUGE-L, METEOR (when Java runs) and CIDEr.
+`evaluate_run` is `evaluate_generation` on a run folder with the run's own settings (config.yaml:
+max_length, chat_template, eval_batch_size), as the bench scores a run; outputs.jsonl records carry
+each example's finish reason ("stop" / "length").
 Zero-shot instructions: for "<task>-t2t" the classification zero-shot prompt of the view's task
 (train/zero_shot.py: natural question, chat template, answer prefix, the input text cut to fit), the
 answer generated after it; for data-to-text `DATA_TO_TEXT_INSTRUCTION` or a template with
@@ -16,14 +21,15 @@ one (else "<instruction>\\nAnswer:").
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from softprompt.errors import ConfigError
 from softprompt.tasks import Example, get_task, load_split_with_report
-from softprompt.tasks.registry import TEXT_TO_TEXT_SUFFIX
+from softprompt.tasks.registry import TASKS, TEXT_TO_TEXT_SUFFIX
 from softprompt.train.batches import Encoded
-from softprompt.train.evaluate import generate_outputs, max_new_tokens_for
+from softprompt.train.evaluate import generate_with_reasons, max_new_tokens_for
 from softprompt.train.text_batches import encode_generation
 
 DATA_TO_TEXT_INSTRUCTION = "Write one sentence describing this restaurant: {input}"
@@ -39,12 +45,12 @@ def _score(task, examples, predictions: list[str], with_meteor: bool) -> dict[st
     return score_predictions(task, examples, predictions, with_meteor=with_meteor)
 
 
-def _write(out_dir, task, examples, predictions, scores) -> str | None:
+def _write(out_dir, task, examples, predictions, scores, finish_reasons=None) -> str | None:
     if out_dir is None:
         return None
     from softprompt.tasks.generation_outputs import write_outputs
 
-    outputs, _ = write_outputs(out_dir, task, examples, predictions, scores)
+    outputs, _ = write_outputs(out_dir, task, examples, predictions, scores, finish_reasons)
     return str(outputs)
 
 
@@ -64,11 +70,126 @@ def evaluate_generation(model, task_name: str, split: str | None = None, data_di
     tok = model.backbone.tokenizer
     enc = encode_generation(tok, task, examples, max_length, model.backbone.kind, chat=chat)
     new = max_new_tokens or max_new_tokens_for(task, tok)
-    predictions = generate_outputs(model, enc, batch_size, tok, new)
+    predictions, reasons = generate_with_reasons(model, enc, batch_size, tok, new)
     scores = _score(task, enc.examples, predictions, with_meteor)
     return {"task": task.name, "split": split, "examples": len(enc), "truncated": enc.truncated,
             "max_length": max_length, "max_new_tokens": new, "decoding": "greedy", "scores": scores,
-            "data": report.summary(), "outputs": _write(out_dir, task, enc.examples, predictions, scores)}
+            "finish_reasons": dict(Counter(reasons)), "data": report.summary(),
+            "outputs": _write(out_dir, task, enc.examples, predictions, scores, reasons)}
+
+
+RUN_CONFIG = "config.yaml"
+EVAL_FOLDER = "eval"  # <run>/eval/<task>-<split>/outputs.jsonl + scores.json: `softprompt eval`'s default
+
+
+def run_settings(path) -> dict[str, Any]:
+    """The training config of the run that made an adapter (its config.yaml: max_length, chat_template,
+    eval_batch_size, ...): in the run folder given, or around a run's adapter/ folder; {} for a bare adapter."""
+    import yaml
+
+    path = Path(path)
+    for folder in (path, path.parent):
+        if (folder / RUN_CONFIG).is_file() and (folder == path or path.name == "adapter"):
+            data = yaml.safe_load((folder / RUN_CONFIG).read_text())
+            return data if isinstance(data, dict) else {}
+    return {}
+
+
+def check_adapter_task(meta: dict, task) -> None:
+    """ConfigError unless the adapter can be scored on the task: generative adapters on generation tasks,
+    classifiers (and regressors) on classification tasks."""
+    task = get_task(task)
+    trained = meta.get("task") or "its task"
+    if meta.get("generative") and not task.is_generation:
+        view = task.name + TEXT_TO_TEXT_SUFFIX
+        views = f" (e.g. {view})" if view in TASKS else ""
+        raise ConfigError(f"the adapter generates text (trained on {trained}), but {task.name!r} is a {task.kind} "
+                          f"task; score it on a generation task{views}")
+    if not meta.get("generative") and task.is_generation:
+        raise ConfigError(f"the adapter is a classifier (trained on {trained}), but {task.name!r} is a generation "
+                          f"task; score it on a classification task with the same labels")
+
+
+def eval_folder(path, task_name: str, split: str) -> Path:
+    """Where `softprompt eval` writes a generation task's outputs by default: <run>/eval/<task>-<split>."""
+    return Path(path) / EVAL_FOLDER / f"{task_name}-{split}"
+
+
+def evaluate_run(path, task_name: str, split: str | None = None, data_dir=None, limit: int | None = None,
+                 max_length: int | None = None, batch_size: int | None = None, max_new_tokens: int | None = None,
+                 out_dir=None, with_meteor: bool = True, model=None) -> dict[str, Any]:
+    """A generative run folder (or adapter folder) scored on a generation task as the bench scores a run
+    (experiments/runner.py: `evaluate_generation`, greedy, with the run's max_length, chat_template and
+    eval_batch_size unless given): the same run, task, split and limit give the bench's figures.
+    Writes outputs.jsonl (one record per example, with its finish reason) and scores.json to out_dir
+    (default <path>/eval/<task>-<split>)."""
+    from softprompt.adapter import read_meta
+    from softprompt.train.inference import adapter_dir, load_run_adapter
+
+    task = get_task(task_name)
+    meta = model.adapter_meta if model is not None else read_meta(adapter_dir(path))
+    check_adapter_task(meta, task)
+    split = task.check_split(split) if split else default_split(task)
+    if model is None:
+        model, meta = load_run_adapter(path)
+    settings = run_settings(path)
+    max_length = max_length or settings.get("max_length") or meta.get("max_length") or 128
+    chat = bool(settings.get("chat_template", False))
+    batch_size = batch_size or settings.get("eval_batch_size") or 64
+    out_dir = eval_folder(path, task.name, split) if out_dir is None else out_dir
+    res = evaluate_generation(model, task.name, split, data_dir, limit, int(max_length), chat, int(batch_size),
+                              max_new_tokens, out_dir, with_meteor)
+    return {**res, "chat_template": chat, "batch_size": int(batch_size), "adapter_task": meta.get("task")}
+
+
+def _generation_task(name: str | None):
+    """The generation task of that name; None for no name, an unknown one or a classification task."""
+    if name is None or str(name).strip().lower() not in TASKS:
+        return None
+    task = get_task(name)
+    return task if task.is_generation else None
+
+
+def encode_inputs(tokenizer, task_name: str | None, texts: list[str], text_pair: str | None, max_length: int,
+                  kind: str, chat: bool = False) -> Encoded:
+    """Raw inputs for a generative adapter, made into sources as in training: the trained task's input
+    template (and the chat template when the run used one); plain text when the task is not a known
+    generation task (e.g. an adapter made with `wrap`)."""
+    import numpy as np
+
+    task = _generation_task(task_name)
+    examples = [Example(t, text_pair, None, None, f"input:{i}") for i, t in enumerate(texts)]
+    if task is not None:
+        return encode_generation(tokenizer, task, examples, max_length, kind, chat=chat)
+    sources, truncated = [], 0
+    for ex in examples:
+        text = ex.text if ex.text_pair is None else f"{ex.text} {ex.text_pair}"
+        if chat:
+            text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                 add_generation_prompt=True)
+        ids = tokenizer(text)["input_ids"]
+        if len(ids) > max_length:  # keep the end, as encode_generation does
+            truncated += 1
+            ids = ids[len(ids) - max_length:]
+        sources.append(ids)
+    return Encoded(sources, None, np.full(len(examples), np.nan), [None] * len(examples), truncated,
+                   sources=sources, targets=[[] for _ in examples], examples=examples,
+                   decoder_only=kind != "encoder-decoder")
+
+
+def generate_for_texts(model, texts: list[str], text_pair: str | None = None, max_length: int | None = None,
+                       chat: bool = False, max_new_tokens: int | None = None, batch_size: int = 16,
+                       **options) -> list[dict[str, Any]]:
+    """`softprompt predict` for a generative adapter: {"generated", "finish_reason"} per input text, greedy
+    unless `options` (those of `model.generate_text`: do_sample, temperature, top_p, seed, stop, ...) say."""
+    meta = model.adapter_meta
+    tok = model.backbone.tokenizer
+    max_length = max_length or meta.get("max_length") or 128
+    enc = encode_inputs(tok, meta.get("task"), texts, text_pair, int(max_length), model.backbone.kind, chat)
+    task = _generation_task(meta.get("task"))
+    new = max_new_tokens or (max_new_tokens_for(task, tok) if task is not None else 64)
+    generated, reasons = generate_with_reasons(model, enc, batch_size, tok, new, **options)
+    return [{"generated": g, "finish_reason": r} for g, r in zip(generated, reasons)]
 
 
 def zero_shot_instruction(task, example: Example, template: str | None = None) -> str:
@@ -146,7 +267,7 @@ def evaluate_zero_shot_generation(backbone, task_name: str, split: str | None = 
     enc = encode_instructions(tok, task, examples, max_length, instruction)
     model = SoftPromptModel(backbone, method_config("zero-shot"), 0, generative=True).eval()
     new = max_new_tokens or max_new_tokens_for(task, tok)
-    predictions = generate_outputs(model, enc, batch_size, tok, new)
+    predictions, reasons = generate_with_reasons(model, enc, batch_size, tok, new)
     scores = _score(task, enc.examples, predictions, with_meteor)
     if task.is_text_to_text and instruction is None:  # the whole prompt: its answer prefix matters too
         example = tok.decode(enc.sources[0]) if examples else None
@@ -156,8 +277,9 @@ def evaluate_zero_shot_generation(backbone, task_name: str, split: str | None = 
             "max_length": max_length, "max_new_tokens": new, "decoding": "greedy", "scores": scores,
             "data": report.summary(), "method": "zero-shot generation", "backbone": backbone.name,
             "chat_template": bool(getattr(tok, "chat_template", None)), "instruction_example": example,
-            "outputs": _write(out_dir, task, enc.examples, predictions, scores)}
+            "outputs": _write(out_dir, task, enc.examples, predictions, scores, reasons)}
 
 
-__all__ = ["DATA_TO_TEXT_INSTRUCTION", "evaluate_generation", "evaluate_zero_shot_generation", "zero_shot_instruction",
+__all__ = ["DATA_TO_TEXT_INSTRUCTION", "evaluate_generation", "evaluate_run", "run_settings", "check_adapter_task",
+           "eval_folder", "encode_inputs", "generate_for_texts", "evaluate_zero_shot_generation", "zero_shot_instruction",
            "encode_instructions", "render_instruction"]
