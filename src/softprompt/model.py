@@ -14,14 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from softprompt.decoding import GenerationConfig, Generated
-from softprompt.decoding import generate as decoding_generate
-from softprompt.generation import session_for
+from softprompt.decode import GenerationConfig, Generated, Lane, generate, open_lane
 from softprompt.heads import PooledHead, VerbalizerHead, lm_cross_entropy, resolve_head
 from softprompt.producers import Producer
 from softprompt.runners import Runner, Sequence, runner_for
-from softprompt.runners.kv_cache import KVCache
-from softprompt.runners.loop import PromptGroup, decode_step, run_layers, start_sequence
+from softprompt.runners.loop import PromptGroup, run_layers, start_sequence
 from softprompt.runners.sequence import last_real_index
 
 if TYPE_CHECKING:
@@ -275,41 +272,34 @@ class SoftPromptModel(nn.Module):
     @torch.inference_mode()
     def generate(self, input_ids, attention_mask, max_new_tokens: int = 20, eos_token_id: int | None = None,
                  **options) -> torch.Tensor:
-        """New tokens (B, n) with the prompt in place (decoders and T5), padded with eos after each row's end.
+        """New tokens (B, n) with the prompt in place (decoders and encoder-decoders), padded with eos
+        after each row's end.
 
         The prompt and any prefix key/values are computed once per row; options are those of
-        `decoding.GenerationConfig` (do_sample, temperature, top_p, seed, num_beams, stop, ...).
+        `decode.GenerationConfig` (do_sample, temperature, top_p, seed, num_beams, stop, ...).
         """
         out = self.generate_text(input_ids, attention_mask, max_new_tokens=max_new_tokens,
                                  eos_token_id=eos_token_id, **options)
         eos = eos_token_id if eos_token_id is not None else self.backbone.tokenizer.eos_token_id
         fill = eos if eos is not None and eos >= 0 else (self.backbone.tokenizer.pad_token_id or 0)
-        width = max(1, max(len(t) + (r == "eos") for t, r in zip(out.tokens, out.finish_reasons)))
-        rows = [t + ([eos] if r == "eos" else []) for t, r in zip(out.tokens, out.finish_reasons)]
+        rows = [t + ([eos] if end else []) for t, end in zip(out.tokens, out.at_eos)]
+        width = max(1, max(len(r) for r in rows))
         return torch.tensor([r + [fill] * (width - len(r)) for r in rows], dtype=torch.long, device=input_ids.device)
 
     @torch.inference_mode()
     def generate_text(self, input_ids, attention_mask, **options) -> Generated:
-        """Tokens, texts and finish reasons per row (see `decoding.generate`)."""
+        """Tokens, texts and finish reasons per row (`decode.generate`: the server's decode core)."""
         cfg = GenerationConfig(**options)
-        return decoding_generate(session_for(self), input_ids, attention_mask, cfg, self.backbone.tokenizer)
-
-    # -- generation with a key/value cache -------------------------------------------------------
-    @torch.no_grad()
-    def prefill(self, input_ids, attention_mask) -> tuple[torch.Tensor, KVCache]:
-        """Next-token logits (B, V) after each row's text, and the cache that holds the prompt."""
-        self._check_decoder("prefill")
-        cache = KVCache()
-        seq, tok = start_sequence(self.runner, self.groups, input_ids, attention_mask)
-        seq = run_layers(self.runner, self.groups, seq, tok, -1, self.runner.num_layers, kv_cache=cache)
-        hidden = self.runner.finish(seq.hidden)
-        last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_real_index(seq.text_mask)]
-        return self.runner.lm_head()(last), cache
+        prompts = [row[keep.bool()].tolist() for row, keep in zip(input_ids, attention_mask)]
+        tok = self.backbone.tokenizer
+        return generate(lambda reqs: open_lane(self.runner, tok, reqs, self.backbone.model), prompts, self, cfg, tok)
 
     @torch.no_grad()
-    def decode(self, cache: KVCache, token_ids: torch.Tensor) -> torch.Tensor:
-        """Logits (B, n, V) for tokens (B, n) appended to every row; the cache grows by n."""
-        return self.runner.lm_head()(decode_step(self.runner, cache, token_ids))
+    def lane(self, input_ids, attention_mask) -> Lane:
+        """A decode lane after the prompt and the text of each row (`decode.lanes`): `.logits` (B, V) of the
+        next token, then `step(tokens)`, `keep(index)`; decoders also `feed(tokens (B, n))`."""
+        prompts = [row[keep.bool()].tolist() for row, keep in zip(input_ids, attention_mask)]
+        return open_lane(self.runner, self.backbone.tokenizer, [_Row(self, p) for p in prompts], self.backbone.model)
 
     def encode(self, input_ids, attention_mask, source_mask=None):
         """Encoder-decoders: the prompted encoder's final states, their mask, and a decoder cache that
@@ -326,16 +316,20 @@ class SoftPromptModel(nn.Module):
                                   past_key_values=past_key_values, use_cache=past_key_values is not None)
         return out if labels is not None else out.logits
 
-    def _check_decoder(self, what: str) -> None:
-        if self.runner.kind != "decoder":
-            raise ValueError(f"{what}() with a key/value cache needs a decoder backbone, not {self.runner.kind}")
-
     @torch.no_grad()
     def fold(self) -> "SoftPromptModel":
         """Materialise reparameterised producers (prefix MLP, P-tuning encoder) in place."""
         if self.producer is not None:
             self.producer = self.producer.fold()
         return self
+
+
+@dataclass
+class _Row:
+    """A prompt to prefill into a lane (the lane reads `.model` and `.prompt`)."""
+
+    model: SoftPromptModel
+    prompt: list[int]
 
 
 def append_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, tokens: list[int]):
@@ -351,18 +345,6 @@ def append_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, tokens:
         pos = last + 1 + k
         ids[torch.arange(bsz), pos] = tok[k]
         mask[torch.arange(bsz), pos] = 1
-    return ids, mask
-
-
-def append_columns(ids: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor):
-    """Append one token per row right after its last real token (left or right padding)."""
-    bsz = ids.shape[0]
-    ids = torch.cat([ids, torch.zeros(bsz, 1, dtype=ids.dtype, device=ids.device)], 1)
-    mask = torch.cat([mask, torch.zeros(bsz, 1, dtype=mask.dtype, device=mask.device)], 1)
-    pos = last_real_index(mask.bool()) + 1
-    rows = torch.arange(bsz, device=ids.device)
-    ids[rows, pos] = tokens
-    mask[rows, pos] = 1
     return ids, mask
 
 

@@ -236,7 +236,7 @@ class WrappedModel(TrainerModel):
     def _generating(self, how: str, input_ids, attention_mask, gen):
         from dataclasses import fields
 
-        from softprompt.decoding import GenerationConfig
+        from softprompt.decode import GenerationConfig
 
         known = {f.name for f in fields(GenerationConfig)}
         unknown = sorted(set(gen) - known)

@@ -3,18 +3,10 @@
 import pytest
 import torch
 
-from softprompt.model import append_columns
-from softprompt.runners.sequence import last_real_index
+from softprompt.checks.recompute import RecomputedLane
 from tests.core.helpers import SOFT, TEXTS, batch, build
 
 DECODERS = ["tiny-gpt2", "tiny-llama", "tiny-gemma3"]
-
-
-def recomputed_logits(model, ids, mask, source):
-    """Last-token logits of a full pass; input-dependent prompts read the original input only."""
-    hidden, seq = model.from_state(model.frozen_state(ids, mask), ids, source_mask=source)
-    last = hidden[torch.arange(ids.shape[0]), last_real_index(seq.text_mask)]
-    return model.runner.lm_head()(last)
 
 
 def perturbed(name, method):
@@ -32,15 +24,13 @@ def test_cached_decoding_equals_recomputation(name, method, side):
     model = perturbed(name, method)
     ids, mask, _ = batch(model.backbone.tokenizer, TEXTS[:3], side)
     with torch.no_grad():
-        logits, cache = model.prefill(ids, mask)
-        source = mask.bool()
+        cached, recomputed = model.lane(ids, mask), RecomputedLane(model, ids, mask)
         for step in range(6):
-            ref = recomputed_logits(model, ids, mask, source)
-            assert torch.allclose(logits, ref, atol=1e-5), (step, (logits - ref).abs().max())
-            nxt = logits.argmax(-1)
-            ids, mask = append_columns(ids, mask, nxt)
-            source = torch.cat([source, torch.zeros_like(source[:, :1])], 1)  # the new column is not input
-            logits = model.decode(cache, nxt[:, None])[:, -1]
+            gap = (cached.logits - recomputed.logits).abs().max()
+            assert torch.allclose(cached.logits, recomputed.logits, atol=1e-5), (step, gap)
+            nxt = recomputed.logits.argmax(-1)
+            cached.step(nxt)
+            recomputed.step(nxt)
 
 
 def test_decoding_never_runs_the_producer_after_prefill():
@@ -49,22 +39,33 @@ def test_decoding_never_runs_the_producer_after_prefill():
     model.producer.register_forward_hook(lambda *a: calls.append(1))
     ids, mask, _ = batch(model.backbone.tokenizer, TEXTS[:2], "left")
     with torch.no_grad():
-        logits, cache = model.prefill(ids, mask)
+        lane = model.lane(ids, mask)
         for _ in range(4):
-            logits = model.decode(cache, logits.argmax(-1)[:, None])[:, -1]
+            lane.step(lane.logits.argmax(-1))
     assert len(calls) == 1
 
 
 def test_cache_keeps_rows_and_beams_in_step():
     model = perturbed("tiny-gpt2", "prefix-tuning")
     ids, mask, _ = batch(model.backbone.tokenizer, TEXTS[:3], "right")
+    order = torch.tensor([2, 0, 0])  # reorder and duplicate rows, as beam search does
     with torch.no_grad():
-        logits, cache = model.prefill(ids, mask)
-        order = torch.tensor([2, 0, 0])  # reorder and duplicate rows, as beam search does
-        cache.select(order)
-        nxt = logits.argmax(-1)[order]
-        source = mask[order].bool()
-        ids, mask = append_columns(ids[order], mask[order], nxt)
-        source = torch.cat([source, torch.zeros_like(source[:, :1])], 1)
-        out = model.decode(cache, nxt[:, None])[:, -1]
-    assert torch.allclose(out, recomputed_logits(model, ids, mask, source), atol=1e-5)
+        cached, recomputed = model.lane(ids, mask), RecomputedLane(model, ids, mask)
+        cached.keep(order)
+        recomputed.keep(order)
+        nxt = recomputed.logits.argmax(-1)
+        cached.step(nxt)
+        recomputed.step(nxt)
+    assert torch.allclose(cached.logits, recomputed.logits, atol=1e-5)
+
+
+def test_a_multi_token_feed_equals_steps():
+    model = perturbed("tiny-llama", "prefix-tuning")
+    ids, mask, _ = batch(model.backbone.tokenizer, TEXTS[:2], "left")
+    tokens = torch.tensor([[5, 9, 3], [7, 7, 1]])
+    with torch.no_grad():
+        fed = model.lane(ids, mask).feed(tokens)
+        stepped = model.lane(ids, mask)
+        for j in range(3):
+            stepped.step(tokens[:, j])
+            assert torch.allclose(fed[:, j], stepped.logits, atol=1e-5)

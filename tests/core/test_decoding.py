@@ -3,35 +3,11 @@
 import pytest
 import torch
 
-from softprompt.decoding import GenerationConfig, _choose, generate
+from softprompt.checks.recompute import RecomputedLane
+from softprompt.decode import GenerationConfig, generate
+from softprompt.decode.sampler import sample, uniform
 from softprompt.errors import ConfigError
-from softprompt.model import append_columns
-from softprompt.runners.sequence import last_real_index
 from tests.core.helpers import TEXTS, batch, build
-
-
-class RecomputeSession:
-    """Reference session: every step reruns the whole sequence (input-dependent prompts read the input only)."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def _logits(self):
-        hidden, seq = self.model.from_state(self.model.frozen_state(self.ids, self.mask), self.ids, source_mask=self.source)
-        last = hidden[torch.arange(self.ids.shape[0]), last_real_index(seq.text_mask)]
-        return self.model.runner.lm_head()(last)
-
-    def prefill(self, ids, mask):
-        self.ids, self.mask, self.source = ids, mask, mask.bool()
-        return self._logits()
-
-    def step(self, tokens):
-        self.ids, self.mask = append_columns(self.ids, self.mask, tokens)
-        self.source = torch.cat([self.source, torch.zeros_like(self.source[:, :1])], 1)
-        return self._logits()
-
-    def select(self, index):
-        self.ids, self.mask, self.source = self.ids[index], self.mask[index], self.source[index]
 
 
 def perturbed(name, method):
@@ -53,7 +29,8 @@ def test_cached_generation_equals_recomputed_generation(name, method, options):
     cfg = GenerationConfig(max_new_tokens=6, eos_token_id=-1, **options)
     with torch.no_grad():
         cached = model.generate_text(ids, mask, max_new_tokens=6, eos_token_id=-1, **options)
-        recomputed = generate(RecomputeSession(model), ids, mask, cfg, tok)
+        prompts = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+        recomputed = generate(lambda reqs: RecomputedLane(model, ids, mask, reqs), prompts, model, cfg, tok)
     assert cached.tokens == recomputed.tokens
     assert all(len(t) == 6 for t in cached.tokens)
 
@@ -84,13 +61,22 @@ def test_t5_decoder_steps_with_its_cache_equal_full_decoder_passes():
     assert [row[1:] for row in dec.tolist()] == out.tokens
 
 
+def draws(logits, n=400, **row):
+    """n draws from one row of logits, each with its own step (the counter of the row's noise)."""
+    rows = logits.expand(n, -1)
+    full = lambda v: torch.full((n,), v)  # noqa: E731
+    return sample(rows, full(row.get("temperature", 1.0)), full(row.get("top_p", 1.0)), full(row.get("seed", 0)),
+                  torch.arange(n)).tolist()
+
+
 def test_top_p_keeps_the_smallest_nucleus_and_sampling_is_seeded():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
-    gen = torch.Generator().manual_seed(0)
-    cfg = GenerationConfig(do_sample=True, top_p=0.6)
-    picks = [int(_choose(logits, cfg, gen)) for _ in range(400)]
+    picks = draws(logits, top_p=0.6)
     assert set(picks) == {0, 1}  # 0.5 < 0.6, so the nucleus is {0, 1}; token 2 is never drawn
-    assert 0.5 < picks.count(0) / 400 < 0.75  # renormalised: 0.5 / 0.8 = 0.625
+    assert 0.55 < picks.count(0) / 400 < 0.7  # renormalised: 0.5 / 0.8 = 0.625
+    free = draws(logits, n=3000)
+    assert [abs(free.count(t) / 3000 - p) < 0.03 for t, p in enumerate([0.5, 0.3, 0.2])] == [True] * 3
+    assert draws(logits, temperature=0.0) == [0] * 400  # temperature 0 is greedy
     model = perturbed("tiny-llama", "prompt-tuning")
     ids, mask, _ = batch(model.backbone.tokenizer, TEXTS[:2], "left")
     a = model.generate_text(ids, mask, max_new_tokens=8, do_sample=True, seed=3, eos_token_id=-1)
@@ -132,3 +118,23 @@ def test_t5_key_value_sites_prefix_the_decoder_too():
         prefixed = model.decoder_logits(encoded, enc_mask, start, past_key_values=prefixes)[:, -1]
     assert not torch.allclose(plain, prefixed)  # the decoder's own prefixes change what it predicts
     assert with_decoder[0][0] == int(prefixed[0].argmax())
+
+
+def test_a_rows_draw_depends_on_its_seed_and_step_only_not_on_its_neighbours():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 50)
+    temp, top_p = torch.tensor([1.0, 0.0, 0.7, 1.3]), torch.tensor([1.0, 1.0, 0.9, 0.5])
+    seeds, steps = torch.tensor([3, 3, 11, 2**40]), torch.tensor([0, 5, 2, 9])
+    together = sample(logits, temp, top_p, seeds, steps)
+    alone = [int(sample(logits[r:r + 1], temp[r:r + 1], top_p[r:r + 1], seeds[r:r + 1], steps[r:r + 1]))
+             for r in range(4)]
+    assert together.tolist() == alone
+    assert together[1] == logits[1].argmax()  # the greedy row among sampled ones
+
+
+def test_the_counter_noise_is_uniform_and_differs_by_seed_and_step():
+    u = uniform(torch.tensor([1, 1, 2]), torch.tensor([0, 1, 0]), 20000)
+    assert float(u.min()) > 0 and float(u.max()) < 1
+    assert abs(float(u.mean()) - 0.5) < 0.01 and abs(float(u.var()) - 1 / 12) < 0.003
+    assert not torch.equal(u[0], u[1]) and not torch.equal(u[0], u[2])
+    assert torch.equal(u, uniform(torch.tensor([1, 1, 2]), torch.tensor([0, 1, 0]), 20000))

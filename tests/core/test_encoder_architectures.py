@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from softprompt.backbones import load_backbone
-from softprompt.generation import EncoderDecoderSession
 from softprompt.runners import Sequence, runner_class, runner_for
 from softprompt.runners.base import PrefixCache
 from softprompt.runners.loop import run_layers
@@ -143,7 +142,7 @@ def test_generation_starts_from_the_decoder_start_token_and_steps_match_full_pas
     start = hf_model.config.decoder_start_token_id
     assert start == (tok.eos_token_id if name == "bart" else tok.pad_token_id)
     with torch.no_grad():
-        first = EncoderDecoderSession(bb_model).prefill(ids, mask)
+        first = bb_model.lane(ids, mask).logits
         dec = torch.full((2, 1), start)
         ref = hf_model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits[:, -1]
     assert (first - ref).abs().max() <= 1e-5
@@ -153,8 +152,11 @@ def test_generation_starts_from_the_decoder_start_token_and_steps_match_full_pas
         with torch.no_grad():
             for p in model.producer.parameters():
                 p.add_(torch.randn_like(p) * 0.3)
-            session = EncoderDecoderSession(model)
-            cached = [session.prefill(ids, mask)] + [session.step(torch.tensor([t, t])) for t in steps]
+            lane = model.lane(ids, mask)
+            cached = [lane.logits]
+            for t in steps:
+                lane.step(torch.tensor([t, t]))
+                cached.append(lane.logits)
             encoded, enc_mask, prefixes = model.encode(ids, mask)
             dec = torch.tensor([[start] + steps] * 2)
             full = model.decoder_logits(encoded, enc_mask, dec, past_key_values=prefixes)

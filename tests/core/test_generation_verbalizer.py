@@ -55,8 +55,8 @@ def test_generate_with_prompts(name, method):
     assert torch.equal(out, model.generate(ids, mask, max_new_tokens=4, eos_token_id=-1))
     if name != "tiny-t5":  # greedy: the first token is the argmax after the prompt and the text
         with torch.no_grad():
-            logits = model.prefill(ids, mask)[0]
-            plain = build(name, "head-only").eval().prefill(ids, mask)[0]
+            logits = model.lane(ids, mask).logits
+            plain = build(name, "head-only").eval().lane(ids, mask).logits
         assert torch.equal(out[:, 0], logits.argmax(-1))
         assert not torch.allclose(logits, plain, atol=1e-4)  # the prompt is in the decoding
 

@@ -28,9 +28,9 @@ def test_kv_prefix_from_words_equals_the_words_written_before_the_text(name):
     words = tok(INIT, add_special_tokens=False, return_tensors="pt")["input_ids"]
     text = tok(TEXT, add_special_tokens=False, return_tensors="pt")["input_ids"]
     with torch.no_grad():
-        logits, _ = model.prefill(text, torch.ones_like(text))
+        logits = model.lane(text, torch.ones_like(text)).logits
         reference = hf(torch.cat([words, text], 1)).logits[:, -1]
-        plain, _ = kv_model(name, init="random").prefill(text, torch.ones_like(text))
+        plain = kv_model(name, init="random").lane(text, torch.ones_like(text)).logits
     assert torch.allclose(logits, reference, atol=1e-4), (logits - reference).abs().max()
     assert not torch.allclose(plain, reference, atol=1e-2)  # a random prefix is not the words
 
@@ -52,9 +52,9 @@ def test_prefix_tuning_fits_its_mlp_to_the_words_keys_and_values(name):
     tok, hf = model.backbone.tokenizer, model.backbone.model
     text = tok(TEXT, add_special_tokens=False, return_tensors="pt")["input_ids"]
     with torch.no_grad():
-        logits, _ = model.prefill(text, torch.ones_like(text))
+        logits = model.lane(text, torch.ones_like(text)).logits
         reference = hf(torch.cat([ids[None], text], 1)).logits[:, -1]
-        plain, _ = kv_model(name, method="prefix-tuning", init="random").prefill(text, torch.ones_like(text))
+        plain = kv_model(name, method="prefix-tuning", init="random").lane(text, torch.ones_like(text)).logits
     assert torch.allclose(logits, reference, atol=1e-3), (logits - reference).abs().max()
     assert not torch.allclose(plain, reference, atol=1e-2)
 

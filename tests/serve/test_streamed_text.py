@@ -5,22 +5,20 @@ import time
 import pytest
 
 from softprompt.backbones import load_backbone
-from softprompt.serve.engine import Finish, GenerationEngine, SamplingParams, Stream, Token, _Request
+from softprompt.decode import Finish, SamplingParams, Token, new_request
 
 TEXT = "Café naïve 😀 — the soufflé was 10/10!\nNext line: 東京 ok."
 
 
 def emit_all(tokenizer, ids, **params):
-    engine = GenerationEngine.__new__(GenerationEngine)
-    engine.tokenizer = tokenizer
-    req = _Request(model=None, prompt=[1], params=SamplingParams(**params), stream=Stream())
+    events = []
+    req = new_request(None, [1], SamplingParams(**params), tokenizer, None, report=events.append)
     reason = None
     for t in ids:
-        reason = engine._emit(req, t, time.monotonic())
+        reason = req.take(t, time.monotonic())
         if reason:
             break
-    engine._finish(req, reason or "length")
-    events = list(req.stream)
+    req.end(reason or "length")
     deltas = [e.text for e in events if isinstance(e, Token)]
     return deltas, events[-1], reason
 

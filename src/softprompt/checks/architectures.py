@@ -26,10 +26,10 @@ import torch
 from softprompt.backbones import load_backbone
 from softprompt.errors import SoftPromptError
 from softprompt.methods import method_config
-from softprompt.model import SoftPromptModel, append_columns
+from softprompt.model import SoftPromptModel
 from softprompt.runners import TESTED, Sequence, runner_for
 from softprompt.runners.loop import run_layers
-from softprompt.runners.sequence import last_real_index
+from softprompt.checks.recompute import RecomputedLane
 
 SITE_PRESETS = {"embeddings": "prompt-tuning", "layer": "id-spam", "kv": "prefix-tuning"}
 TEXTS = ["a gripping, beautifully acted film", "dull", "not bad at all, really"]
@@ -178,50 +178,24 @@ def _cached(bb) -> float | str:
     for preset in ("prompt-tuning", "prefix-tuning"):
         model = _perturbed(bb, preset)
         ids, mask, _ = _batch(bb.tokenizer, side="left" if bb.kind == "decoder" else "right")
-        if bb.kind == "decoder":
-            worst = max(worst, _decoder_cache_gap(model, ids, mask))
-        else:
-            worst = max(worst, _seq2seq_cache_gap(model, ids, mask))
+        worst = max(worst, _cache_gap(model, ids, mask))
     return worst
 
 
-def _decoder_cache_gap(model, ids, mask) -> float:
-    logits, cache = model.prefill(ids, mask)
-    source, worst = mask.bool(), 0.0
+def _cache_gap(model, ids, mask) -> float:
+    """The cached lane against a lane that reruns the whole sequence each step (greedy, 4 steps)."""
+    cached, recomputed, worst = model.lane(ids, mask), RecomputedLane(model, ids, mask), 0.0
     for _ in range(4):
-        hidden, seq = model.from_state(model.frozen_state(ids, mask), ids, source_mask=source)
-        ref = model.runner.lm_head()(hidden[torch.arange(ids.shape[0]), last_real_index(seq.text_mask)])
-        worst = max(worst, _relative_gap(logits, ref))
-        nxt = logits.argmax(-1)
-        ids, mask = append_columns(ids, mask, nxt)
-        source = torch.cat([source, torch.zeros_like(source[:, :1])], 1)
-        logits = model.decode(cache, nxt[:, None])[:, -1]
+        worst = max(worst, _relative_gap(cached.logits, recomputed.logits))
+        nxt = recomputed.logits.argmax(-1)
+        cached.step(nxt)
+        recomputed.step(nxt)
     return worst
 
 
 def _relative_gap(logits: torch.Tensor, ref: torch.Tensor) -> float:
     """max |difference| over the logits' own scale (mT5's logits are ~30, T5's ~3: the same float error)."""
     return float((logits - ref).abs().max() / ref.abs().max().clamp(min=1.0))
-
-
-def _seq2seq_cache_gap(model, ids, mask) -> float:
-    """The decoder stepping with its cache against the decoder rerun on the whole prefix each step."""
-    from softprompt.generation import EncoderDecoderSession
-
-    session = EncoderDecoderSession(model)
-    logits = session.prefill(ids, mask)
-    start = model.backbone.model.config.decoder_start_token_id
-    dec = torch.full((ids.shape[0], 1), start, dtype=torch.long)
-    encoded, enc_mask, _ = model.encode(ids, mask)
-    worst = 0.0
-    for _ in range(4):
-        fresh = model.encode(ids, mask)[2]
-        ref = model.decoder_logits(encoded, enc_mask, dec, past_key_values=fresh)[:, -1]
-        worst = max(worst, _relative_gap(logits, ref))
-        nxt = logits.argmax(-1)
-        dec = torch.cat([dec, nxt[:, None]], 1)
-        logits = session.step(nxt)
-    return worst
 
 
 @torch.no_grad()

@@ -262,15 +262,25 @@ def _prefix_cache(i: int, here: list, bsz: int) -> PrefixCache:
     if len(here) == 1 and here[0][0] is None:
         _, k, v = here[0]
         return PrefixCache({i: (k, v)}, k.shape[2])
+    keys, values, _ = right_aligned(here, bsz)
+    return PrefixCache({i: (keys, values)}, keys.shape[2])
+
+
+def right_aligned(here: list, bsz: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One (B, H, Pmax, D) block of key/value prefixes [(rows or None, k, v)]: each row's prefix in its
+    last P columns, zeros before; and the (B, Pmax) mask of real columns."""
     pmax = max(k.shape[2] for _, k, _ in here)
     _, k0, _ = here[0]
     shape = (bsz, k0.shape[1], pmax, k0.shape[3])
     keys, values = k0.new_zeros(shape), k0.new_zeros(shape)
-    for rows, k, v in here:  # each row's prefix sits in the last P columns, zeros before (masked)
+    real = torch.zeros(bsz, pmax, dtype=torch.long, device=k0.device)
+    for rows, k, v in here:
+        rows = slice(None) if rows is None else rows
         n = k.shape[2]
         keys[rows, :, pmax - n:] = k
         values[rows, :, pmax - n:] = v
-    return PrefixCache({i: (keys, values)}, pmax)
+        real[rows, pmax - n:] = 1
+    return keys, values, real
 
 
 def _context(runner: Runner, seq: Sequence, here: list) -> LayerContext:

@@ -141,3 +141,20 @@ def additive_mask(
         allowed = torch.cat([pre, allowed], dim=-1)
     out = torch.zeros(allowed.shape, dtype=dtype, device=mask.device)
     return out.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def pad_rows(rows: list[list[int]], pad_id: int, side: str = "right", types: list[list[int] | None] | None = None):
+    """Token id rows as one padded batch: ids (B, W), mask (B, W) and token types (B, W) or None.
+
+    `side` "left" puts the padding in front (decoders continue the text), "right" after it."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    out_types = torch.zeros((len(rows), width), dtype=torch.long) if types and any(t is not None for t in types) else None
+    for r, row in enumerate(rows):
+        cols = slice(width - len(row), width) if side == "left" else slice(0, len(row))
+        ids[r, cols] = torch.tensor(row, dtype=torch.long)
+        mask[r, cols] = 1
+        if out_types is not None and types[r] is not None:
+            out_types[r, cols] = torch.tensor(types[r], dtype=torch.long)
+    return ids, mask, out_types

@@ -38,7 +38,6 @@ class Job:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     enqueued: float = field(default_factory=time.monotonic)
-    max_new_tokens: int = 0  # > 0: a generation request
 
 
 @dataclass
@@ -100,12 +99,6 @@ class Batcher:
         self.submit(job)
         return await job.future
 
-    async def generate(self, entry: AdapterEntry, text: str, max_new_tokens: int) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        job = Job(entry, text, None, loop.create_future(), loop, max_new_tokens=max_new_tokens)
-        self.submit(job)
-        return await job.future
-
     # -- inference thread -----------------------------------------------------------------------
     def _take(self) -> list[Job] | None:
         with self._cond:
@@ -139,12 +132,6 @@ class Batcher:
                 self.in_flight = 0
 
     def _run(self, jobs: list[Job]) -> None:
-        generations = [job for job in jobs if job.max_new_tokens > 0]
-        if generations:
-            self._generate(generations)
-            jobs = [job for job in jobs if job.max_new_tokens == 0]
-            if not jobs:
-                return
         start = time.perf_counter()
         encoded = [self._encode(job) for job in jobs]
         groups: dict[int, list[int]] = {}
@@ -211,45 +198,6 @@ class Batcher:
             for r, row in zip(rows, logits):
                 out[r] = row
         return out
-
-    def _generate(self, jobs: list[Job]) -> None:
-        """Greedy generation, one batch per (adapter, length budget); a failure only fails its own group."""
-        groups: dict[tuple[int, int], list[Job]] = {}
-        for job in jobs:
-            groups.setdefault((id(job.entry), job.max_new_tokens), []).append(job)
-        for group in groups.values():
-            start = time.perf_counter()
-            try:
-                results = self._generate_group(group)
-            except Exception as err:
-                log.exception("generation for adapter %s failed", group[0].entry.name)
-                for job in group:
-                    _deliver(job, error=err)
-                continue
-            self.metrics.observe_batch(len(group), 1, time.perf_counter() - start)
-            for job, result in zip(group, results):
-                _deliver(job, result=result)
-
-    def _generate_group(self, group: list[Job]) -> list[dict[str, Any]]:
-        entry, budget = group[0].entry, group[0].max_new_tokens
-        limit = max(entry.max_tokens - budget, 1)
-        encoded = []
-        for job in group:
-            ids = list(self.tokenizer(job.text)["input_ids"])
-            encoded.append(Tokenized(ids[-limit:], None, len(ids) > limit))  # keep the end: it is continued
-        ids, mask, _ = self._collate(encoded)
-        with torch.inference_mode():
-            out = entry.model.generate(ids, mask, max_new_tokens=budget)
-        eos = self.tokenizer.eos_token_id
-        specials = set(self.tokenizer.all_special_ids)
-        results = []
-        for enc, row in zip(encoded, out.tolist()):
-            finished = eos is not None and eos in row
-            tokens = row[: row.index(eos)] if finished else row
-            text = self.tokenizer.decode([t for t in tokens if t not in specials])
-            results.append({"text": text, "tokens": len(tokens),
-                            "finish_reason": "eos" if finished else "length", "truncated": enc.truncated})
-        return results
 
     def _one_by_one(self, jobs, encoded) -> list[torch.Tensor | Exception]:
         out: list[torch.Tensor | Exception] = []

@@ -22,21 +22,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from softprompt.serve.engine import ContextTooLong, EngineStopped, Finish, SamplingParams, Token
+from softprompt.decode import Finish, SamplingParams, Token
+from softprompt.decode.text import held_back
+from softprompt.serve.engine import ContextTooLong, EngineStopped
 from softprompt.serve.errors import QueueFull, Refused
 
 log = logging.getLogger("softprompt.serve")
-
-
-def held_back(text: str, stops: list[str]) -> int:
-    """Length of the longest tail of `text` that is the start of a stop string (it may become one)."""
-    best = 0
-    for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), best, -1):
-            if text.endswith(stop[:n]):
-                best = n
-                break
-    return best
 
 
 @dataclass
