@@ -42,6 +42,7 @@ class Finish:
     itl_s: list[float] = field(default_factory=list)  # inter-token latencies
     error: str | None = None
     at_eos: bool = False  # it ended on the end-of-sequence token (not kept in the tokens)
+    token_ids: list[int] = field(default_factory=list)  # the generated tokens (eos not included)
 
 
 @dataclass
@@ -96,7 +97,7 @@ class Request:
     def end(self, reason: FinishReason, error: str | None = None, at_eos: bool = False) -> None:
         if self.finish is None:
             self.finish = Finish(reason, len(self.prompt), len(self.tokens), self.tail.text, self.ttft, self.itl,
-                                 error, at_eos)
+                                 error, at_eos, list(self.tokens))
             self._report(self.finish)
 
     def _report(self, event) -> None:

@@ -88,6 +88,8 @@ class CompletionRequest(Sampling):
     echo: bool = Field(default=False, description="not supported (false only)")
     best_of: int | None = Field(default=None, description="only 1 is supported")
     suffix: str | None = Field(default=None, description="not supported (null only)")
+    return_token_ids: bool = Field(default=False, description="extension (as vLLM): the choice carries the "
+                                   "generated token ids (`token_ids`); non-streamed requests only")
 
 
 class ContentPart(BaseModel):
@@ -125,6 +127,7 @@ class CompletionChoice(BaseModel):
     index: int
     logprobs: None = None
     finish_reason: Literal["stop", "length"] | None
+    token_ids: list[int] | None = Field(default=None, description="with return_token_ids: the generated tokens")
 
 
 class CompletionResponse(BaseModel):

@@ -85,7 +85,13 @@ async def completions(req: CompletionRequest, ctx: ServeContext = Depends(get_co
                 "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": reason}]}
 
     if not req.stream:
-        return await answer(run, lambda f: {**body(f.text, f.reason), "usage": usage(f)})
+        def full(f: Finish) -> dict[str, Any]:
+            out = {**body(f.text, f.reason), "usage": usage(f)}
+            if req.return_token_ids:
+                out["choices"][0]["token_ids"] = f.token_ids
+            return out
+
+        return await answer(run, full)
     return await stream_out(ctx, run, req, lambda piece: body(piece, None), lambda f: body("", f.reason),
                             lambda f: {**body("", None), "choices": [], "usage": usage(f)})
 
@@ -99,6 +105,8 @@ def check_completion(req: CompletionRequest) -> None:
         raise Refused(400, f"best_of={req.best_of}: only 1 is supported", param="best_of")
     if req.suffix is not None:
         raise Refused(400, "suffix is not supported", param="suffix")
+    if req.return_token_ids and req.stream:
+        raise Refused(400, "return_token_ids is for non-streamed requests", param="return_token_ids")
 
 
 def prompt_ids(ctx: ServeContext, prompt) -> list[int]:
