@@ -67,10 +67,8 @@ def _generate(args, model) -> list[dict]:
 
 def _served_generation(result: dict) -> dict:
     """/v1/generate's answer in the local output's fields (its "text" is the generated text)."""
-    from softprompt.train.evaluate import finish_reason
-
     rest = {k: v for k, v in result.items() if k not in ("text", "finish_reason")}
-    return {"generated": result.get("text", ""), "finish_reason": finish_reason(result.get("finish_reason", "")), **rest}
+    return {"generated": result.get("text", ""), "finish_reason": result.get("finish_reason", ""), **rest}
 
 
 def _ask_server(args) -> int:

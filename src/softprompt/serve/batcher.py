@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from softprompt.runners.sequence import pad_rows
 from softprompt.serve.errors import QueueFull
 from softprompt.serve.metrics import Metrics
 from softprompt.serve.mixed import Group, mixed_logits
@@ -162,20 +163,8 @@ class Batcher:
         return Tokenized(list(enc["input_ids"]), enc.get("token_type_ids"), truncated)
 
     def _collate(self, encoded: list[Tokenized]):
-        width = max(len(e.ids) for e in encoded)
-        bsz = len(encoded)
-        pad = self.tokenizer.pad_token_id or 0
-        left = self.tokenizer.padding_side == "left"
-        ids = torch.full((bsz, width), pad, dtype=torch.long)
-        mask = torch.zeros((bsz, width), dtype=torch.long)
-        with_types = any(e.types is not None for e in encoded)
-        types = torch.zeros((bsz, width), dtype=torch.long) if with_types else None
-        for r, e in enumerate(encoded):
-            sl = slice(width - len(e.ids), width) if left else slice(0, len(e.ids))
-            ids[r, sl] = torch.tensor(e.ids)
-            mask[r, sl] = 1
-            if types is not None and e.types is not None:
-                types[r, sl] = torch.tensor(e.types)
+        ids, mask, types = pad_rows([e.ids for e in encoded], self.tokenizer.pad_token_id or 0,
+                                    self.tokenizer.padding_side, [e.types for e in encoded])
         device = self.runner.word_embeddings.weight.device
         return ids.to(device), mask.to(device), None if types is None else types.to(device)
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from softprompt.runners.sequence import pad_rows
+
 
 @dataclass
 class Encoded:
@@ -66,17 +68,8 @@ def batch_order(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, shu
 
 
 def collate(enc: Encoded, indices: list[int], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
-    rows = [enc.input_ids[i] for i in indices]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    types = torch.zeros((len(rows), width), dtype=torch.long) if enc.token_type_ids is not None else None
-    for r, (i, row) in enumerate(zip(indices, rows)):
-        sl = slice(width - len(row), width) if padding_side == "left" else slice(0, len(row))
-        ids[r, sl] = torch.tensor(row)
-        mask[r, sl] = 1
-        if types is not None:
-            types[r, sl] = torch.tensor(enc.token_type_ids[i])
+    types = [enc.token_type_ids[i] for i in indices] if enc.token_type_ids is not None else None
+    ids, mask, types = pad_rows([enc.input_ids[i] for i in indices], pad_id, padding_side, types)
     batch = {"input_ids": ids, "attention_mask": mask, "indices": torch.tensor(indices)}
     if types is not None:
         batch["token_type_ids"] = types

@@ -61,15 +61,6 @@ def max_new_tokens_for(task, tokenizer) -> int:
     return 64
 
 
-# finish reasons as the project names them ("stop" / "length" / "cancelled" / "error"); the decode core's
-# older "eos" (the model ended its text) is the same thing as a "stop"
-FINISH_REASON_NAMES = {"eos": "stop"}
-
-
-def finish_reason(reason: str) -> str:
-    return FINISH_REASON_NAMES.get(reason, reason)
-
-
 @torch.inference_mode()
 def generate_with_reasons(model, enc: Encoded, batch_size: int, tokenizer, max_new_tokens: int,
                           **options) -> tuple[list[str], list[str]]:
@@ -90,7 +81,7 @@ def generate_with_reasons(model, enc: Encoded, batch_size: int, tokenizer, max_n
                                   max_new_tokens=max_new_tokens, **options)
         for r, i in enumerate(idx):
             texts[i] = out.texts[r].strip()
-            reasons[i] = finish_reason(out.finish_reasons[r])
+            reasons[i] = out.finish_reasons[r]
     model.train(was_training)
     return texts, reasons
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from softprompt.errors import ConfigError
 from softprompt.tasks import Example, get_task, load_split_with_report
+from softprompt.tasks.chat import has_chat_template, render_user
 from softprompt.tasks.registry import TASKS, TEXT_TO_TEXT_SUFFIX
 from softprompt.train.batches import Encoded
 from softprompt.train.evaluate import generate_with_reasons, max_new_tokens_for
@@ -165,8 +166,7 @@ def encode_inputs(tokenizer, task_name: str | None, texts: list[str], text_pair:
     for ex in examples:
         text = ex.text if ex.text_pair is None else f"{ex.text} {ex.text_pair}"
         if chat:
-            text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                 add_generation_prompt=True)
+            text = render_user(tokenizer, text)
         ids = tokenizer(text)["input_ids"]
         if len(ids) > max_length:  # keep the end, as encode_generation does
             truncated += 1
@@ -215,11 +215,8 @@ def labelled_task(task):
 
 
 def render_instruction(tokenizer, text: str) -> str:
-    from softprompt.train.zero_shot import uses_chat_template
-
-    if uses_chat_template(tokenizer):
-        return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                             add_generation_prompt=True)
+    if has_chat_template(tokenizer):
+        return render_user(tokenizer, text)
     return text + "\nAnswer:"
 
 
@@ -229,7 +226,7 @@ def encode_instructions(tokenizer, task, examples, max_length: int, template: st
     their end when longer than max_length (the answer cue sits there)."""
     import numpy as np
 
-    from softprompt.train.zero_shot import fit_input, uses_chat_template
+    from softprompt.train.zero_shot import fit_input
 
     sources, truncated = [], 0
     for ex in examples:
@@ -239,7 +236,7 @@ def encode_instructions(tokenizer, task, examples, max_length: int, template: st
             sources.append(ids)
             continue
         ids = tokenizer(render_instruction(tokenizer, zero_shot_instruction(task, ex, template)),
-                        add_special_tokens=not uses_chat_template(tokenizer))["input_ids"]
+                        add_special_tokens=not has_chat_template(tokenizer))["input_ids"]
         if len(ids) > max_length:
             truncated += 1
             ids = ids[len(ids) - max_length:]

@@ -11,16 +11,16 @@ from __future__ import annotations
 import numpy as np
 
 from softprompt.tasks import render_input
+from softprompt.tasks.chat import has_chat_template, render_user
 from softprompt.train.batches import Encoded
 
 
 def render_source(tokenizer, task, example, chat: bool) -> str:
     text = render_input(task, example)
     if chat:
-        if not getattr(tokenizer, "chat_template", None):
+        if not has_chat_template(tokenizer):
             raise ValueError("chat: true needs a tokenizer with a chat template")
-        return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                             add_generation_prompt=True)
+        return render_user(tokenizer, text)
     return text
 
 

@@ -24,6 +24,7 @@ from softprompt.heads import VerbalizerHead
 from softprompt.methods.config import method_config
 from softprompt.model import SoftPromptModel
 from softprompt.tasks import Example, Task
+from softprompt.tasks.chat import has_chat_template, render_user
 from softprompt.train.batches import Encoded
 from softprompt.train.calibration import batch_calibrate, calibrate, calibration_mode
 
@@ -47,27 +48,22 @@ def _body(example: Example) -> str:
     return example.text if example.text_pair is None else f"{example.text}\n{example.text_pair}"
 
 
-def uses_chat_template(tokenizer) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
 def render(task: Task, tokenizer, example: Example) -> str:
     """The whole prompt up to the answer position."""
     text = instruction(task, example)
-    if uses_chat_template(tokenizer):
-        msgs = [{"role": "user", "content": text}]
-        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) + task.answer_prefix
+    if has_chat_template(tokenizer):
+        return render_user(tokenizer, text) + task.answer_prefix
     return text + "\n" + (task.answer_prefix or "Answer:")
 
 
 def _ids(tokenizer, text: str) -> list[int]:
     # a chat template writes its own special tokens; a plain prompt gets the tokenizer's usual ones
-    return tokenizer(text, add_special_tokens=not uses_chat_template(tokenizer))["input_ids"]
+    return tokenizer(text, add_special_tokens=not has_chat_template(tokenizer))["input_ids"]
 
 
 def answer_separator(task: Task, tokenizer) -> str:
     """Right after the assistant header no space; after an answer prefix or "Answer:" one."""
-    return "" if uses_chat_template(tokenizer) and not task.answer_prefix else " "
+    return "" if has_chat_template(tokenizer) and not task.answer_prefix else " "
 
 
 def label_token_ids(task: Task, tokenizer) -> list[list[int]]:

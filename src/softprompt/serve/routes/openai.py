@@ -29,6 +29,7 @@ from softprompt.serve.errors import Refused, error_body
 from softprompt.serve.protocol import (ERRORS, STREAM_DOC, ChatMessage, ChatRequest, ChatResponse, CompletionRequest,
                                        CompletionResponse, ModelCard, ModelList, Sampling)
 from softprompt.serve.streams import Run
+from softprompt.tasks.chat import has_chat_template, render_messages
 
 router = APIRouter(dependencies=[Depends(read_access)])
 ANSWERED = ("stop", "length")  # finish reasons of a request that ran to its end
@@ -172,7 +173,7 @@ def check_chat(ctx: ServeContext, req: ChatRequest) -> int | None:
 
 def render_chat(ctx: ServeContext, messages: list[ChatMessage]) -> list[int]:
     tokenizer = ctx.tokenizer
-    if not getattr(tokenizer, "chat_template", None):
+    if not has_chat_template(tokenizer):
         raise Refused(400, f"the base model {ctx.backbone.name!r} has no chat template (its tokenizer defines none); "
                            "use /v1/completions with a plain prompt", param="messages", code="no_chat_template")
     plain = []
@@ -184,7 +185,7 @@ def render_chat(ctx: ServeContext, messages: list[ChatMessage]) -> list[int]:
             item["name"] = m.name
         plain.append(item)
     try:
-        text = tokenizer.apply_chat_template(plain, add_generation_prompt=True, tokenize=False)
+        text = render_messages(tokenizer, plain)
     except Exception as err:  # the template refused the conversation (e.g. roles out of order)
         raise Refused(400, f"the chat template could not render these messages: {type(err).__name__}: {err}",
                       param="messages") from None
