@@ -297,23 +297,12 @@ def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path | 
     runs/<profile>); `out` puts both there. `workers` > 1: that many processes with one thread
     each (one GPU each where there are GPUs). `commit`: git-commit every cell file as it is written.
     `mixed_precision`: no/bf16/fp16 for every training cell (not part of the cells' identity)."""
-    from softprompt.experiments.claims import LOCKS_AVAILABLE
     from softprompt.experiments.workers import Job, run_workers
 
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
     spec = spec.for_profile(profile)
-    if out is not None and (results is not None or runs is not None):
-        raise ConfigError("bench: give either --out (cell files and run folders in one place) or --results/--runs")
-    if not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"bench: --workers must be a positive integer, got {workers!r}")
-    if workers > 1 and not LOCKS_AVAILABLE:
-        raise ConfigError("bench: --workers > 1 needs POSIX file locks (fcntl), which this platform lacks")
-    if mixed_precision not in (None, "no", "bf16", "fp16"):
-        raise ConfigError(f"bench: --mixed-precision must be no, bf16 or fp16, got {mixed_precision!r}")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("bench: run it as one process (each cell runs on this process's device; use --workers N "
-                          "for one cell per GPU), not under `accelerate launch`/`torchrun` with several processes")
+    _check_options(out, results, runs, workers, mixed_precision)
     store = Store.for_profile(spec.name, profile, out, results, runs)
     store.spec_dir.mkdir(parents=True, exist_ok=True)
     store.work_dir.mkdir(parents=True, exist_ok=True)
@@ -329,35 +318,10 @@ def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path | 
     migrated = store.migrate_legacy()
     if migrated:
         logger(f"copied {len(migrated)} result.json file(s) of the old layout to {store.cells_dir}")
-    existing = store.load()
-    stale = [c.id for c in cells if c.id in existing and existing[c.id].get("cell_key") != c.key()]
-    if stale:
-        raise ConfigError(f"{store.cells_dir}: {len(stale)} finished cell(s) were made with another configuration "
-                          f"(e.g. {stale[0]}); the spec changed since: use another --results or remove them")
-    orphans = [c for c in cells if c.needs and c.id in existing and c.needs not in existing]
-    if orphans:  # their adapter will be trained anew: their scores are of the old one
-        raise ConfigError(f"{store.cells_dir}: {len(orphans)} finished cell(s) score an adapter whose training cell "
-                          f"is not finished (e.g. {orphans[0].id} needs {orphans[0].needs}); remove them too")
+    _check_finished(store, cells)
 
-    provenance = {**git_commit(), "machine": machine()}
-    root = _data_root(data_dir)
-    entry = {"command": command or " ".join(sys.argv), "profile": profile, "only": only, "started": now_iso(),
-             "git_commit": provenance["commit"], "git_dirty": provenance["dirty"], "machine": provenance["machine"],
-             "data_dir": str(root) if root else "datasets hub", "workers": workers, "runs_dir": str(store.work_dir),
-             "status": "running"}
-    manifest.update({
-        "spec": spec.name, "title": spec.title, "reference": spec.reference, "description": spec.description,
-        "path": spec.path, "profile": profile, "backbones": spec.backbones, "seeds": spec.seeds,
-        "methods": [{"label": m.label, "soft_prompt": m.soft_prompt, "config": m.config} for m in spec.methods],
-        "tasks": spec.tasks, "eval_tasks": [dataclasses.asdict(t) for t in spec.eval_tasks],
-        "pairs": [dataclasses.asdict(p) for p in spec.pairs],
-        "few_shot": {**spec.few_shot, "pairs": [dataclasses.asdict(p) for p in spec.few_shot["pairs"]]}
-        if spec.few_shot else None,
-        "zero_shot": {"backbone": spec.zero_shot["backbone"]} if spec.zero_shot else None,
-        "layers": spec.layers, "metric": spec.metric, "published": spec.published, "versus": spec.versus,
-        "cells": len(cells),
-    })
-    manifest.setdefault("runs", []).append(entry)
+    entry = _start_entry(command, profile, only, data_dir, workers, store)
+    _record_run(manifest, spec, profile, cells, entry)
     write_json_atomic(manifest_path, manifest)
     write_json_atomic(store.spec_dir / "skipped.json", [{"cell": c.id, "reason": c.skip} for c in cells if c.skip])
 
@@ -392,6 +356,61 @@ def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path | 
             "runs_dir": str(store.work_dir), "cells": len(cells), "selected": len(chosen), "ran": ran,
             "failed": failed, "already_finished": [c.id for c in done], "skipped": {c.id: c.skip for c in skipped},
             "wall_s": time.perf_counter() - t_start}
+
+
+def _check_options(out, results, runs, workers, mixed_precision) -> None:
+    from softprompt.experiments.claims import LOCKS_AVAILABLE
+
+    if out is not None and (results is not None or runs is not None):
+        raise ConfigError("bench: give either --out (cell files and run folders in one place) or --results/--runs")
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"bench: --workers must be a positive integer, got {workers!r}")
+    if workers > 1 and not LOCKS_AVAILABLE:
+        raise ConfigError("bench: --workers > 1 needs POSIX file locks (fcntl), which this platform lacks")
+    if mixed_precision not in (None, "no", "bf16", "fp16"):
+        raise ConfigError(f"bench: --mixed-precision must be no, bf16 or fp16, got {mixed_precision!r}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("bench: run it as one process (each cell runs on this process's device; use --workers N "
+                          "for one cell per GPU), not under `accelerate launch`/`torchrun` with several processes")
+
+
+def _check_finished(store, cells) -> None:
+    """Finished cells must match the spec as it is now, and their training cells must be finished too."""
+    existing = store.load()
+    stale = [c.id for c in cells if c.id in existing and existing[c.id].get("cell_key") != c.key()]
+    if stale:
+        raise ConfigError(f"{store.cells_dir}: {len(stale)} finished cell(s) were made with another configuration "
+                          f"(e.g. {stale[0]}); the spec changed since: use another --results or remove them")
+    orphans = [c for c in cells if c.needs and c.id in existing and c.needs not in existing]
+    if orphans:  # their adapter will be trained anew: their scores are of the old one
+        raise ConfigError(f"{store.cells_dir}: {len(orphans)} finished cell(s) score an adapter whose training cell "
+                          f"is not finished (e.g. {orphans[0].id} needs {orphans[0].needs}); remove them too")
+
+
+def _start_entry(command, profile, only, data_dir, workers, store) -> dict[str, Any]:
+    """This invocation's record in the manifest (updated when it ends)."""
+    provenance = {**git_commit(), "machine": machine()}
+    root = _data_root(data_dir)
+    return {"command": command or " ".join(sys.argv), "profile": profile, "only": only, "started": now_iso(),
+            "git_commit": provenance["commit"], "git_dirty": provenance["dirty"], "machine": provenance["machine"],
+            "data_dir": str(root) if root else "datasets hub", "workers": workers, "runs_dir": str(store.work_dir),
+            "status": "running"}
+
+
+def _record_run(manifest: dict, spec: Spec, profile: str, cells: list, entry: dict) -> None:
+    manifest.update({
+        "spec": spec.name, "title": spec.title, "reference": spec.reference, "description": spec.description,
+        "path": spec.path, "profile": profile, "backbones": spec.backbones, "seeds": spec.seeds,
+        "methods": [{"label": m.label, "soft_prompt": m.soft_prompt, "config": m.config} for m in spec.methods],
+        "tasks": spec.tasks, "eval_tasks": [dataclasses.asdict(t) for t in spec.eval_tasks],
+        "pairs": [dataclasses.asdict(p) for p in spec.pairs],
+        "few_shot": {**spec.few_shot, "pairs": [dataclasses.asdict(p) for p in spec.few_shot["pairs"]]}
+        if spec.few_shot else None,
+        "zero_shot": {"backbone": spec.zero_shot["backbone"]} if spec.zero_shot else None,
+        "layers": spec.layers, "metric": spec.metric, "published": spec.published, "versus": spec.versus,
+        "cells": len(cells),
+    })
+    manifest.setdefault("runs", []).append(entry)
 
 
 def _data_root(data_dir) -> Path | None:
