@@ -16,17 +16,18 @@ class TextTail:
         self.tokenizer = tokenizer
         self.tokens: list[int] = []
         self.text = ""
-        self._prefix = 0  # tokens[_prefix:_read] decode to the tail of `text`
+        self._prefix = 0  # tokens[_prefix:_read] decode to `_before`, the tail of `text`
         self._read = 0
+        self._before = ""
 
     def add(self, token: int, flush: bool = False) -> str:
         """Append a token; the text it adds ("" while a multi-byte character is incomplete, unless `flush`)."""
         self.tokens.append(token)
-        decode = self.tokenizer.decode
-        before = decode(self.tokens[self._prefix:self._read], skip_special_tokens=True)
-        now = decode(self.tokens[self._prefix:], skip_special_tokens=True)
+        now = self.tokenizer.decode(self.tokens[self._prefix:], skip_special_tokens=True)
+        before = self._before
         if len(now) > len(before) and (flush or not now.endswith("\ufffd")):
             self._prefix, self._read = self._read, len(self.tokens)
+            self._before = self.tokenizer.decode(self.tokens[self._prefix:], skip_special_tokens=True)
             delta = now[len(before):]
             self.text += delta
             return delta
