@@ -66,7 +66,8 @@ class SoftPromptModel(nn.Module):
         cls, cfg, runner = self.method.producer_class, self.method.producer, self.runner
         width = cls.input_dim(cfg, runner.embedding_size, self.site.state_dim(runner))
         producer = cls(cfg, self.site.prompt_dim(runner), width)
-        producer.init_from_words(lambda ids: self.site.word_vectors(self.runner, ids), self.backbone.tokenizer)
+        words = lambda ids, partial=False: self.site.word_vectors(self.runner, ids, partial)  # noqa: E731
+        producer.init_from_words(words, self.backbone.tokenizer)
         return producer.to(self.runner.word_embeddings.weight.device)
 
     def _build_head(self) -> nn.Module:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# a cartridge's default corpus: a task-neutral text (a run names its own corpus in init_text)
+CARTRIDGE_TEXT = ("The following is a short passage. Read it carefully, then answer the question or classify the "
+                  "text that comes after it, using what the passage and the text say.")
+
 PRESETS: dict[str, dict[str, Any]] = {
     # soft prompts
     "prompt-tuning": {"producer": {"kind": "static", "init": "vocab"}, "site": {"kind": "embeddings"}},
@@ -18,6 +22,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                           "init_text": "Classify this text is postive or not:"}, "site": {"kind": "embeddings"}},
     "id-spam": {"producer": {"kind": "attention", "num_tokens": 10}, "site": {"kind": "layer"}},
     "idpg": {"producer": {"kind": "idpg"}, "site": {"kind": "embeddings"}},
+    "cartridge": {"producer": {"kind": "cartridge", "num_tokens": 16, "frozen_tokens": 1, "init": "prefill",
+                               "init_text": CARTRIDGE_TEXT}, "site": {"kind": "kv"}},
     # baselines
     "full-finetune": {"producer": None, "backbone": "full"},
     "lora": {"producer": None, "backbone": "lora"},

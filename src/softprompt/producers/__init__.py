@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from softprompt.producers.attention import AttentionConfig, AttentionPromptGenerator
 from softprompt.producers.base import Producer, ProducerConfig, ProducerInput
+from softprompt.producers.cartridge import CartridgeConfig, CartridgePrompt
 from softprompt.producers.decomposed import DecomposedConfig, DecomposedPrompt
 from softprompt.producers.idpg import IDPGPromptGenerator
 from softprompt.producers.lstm import EncoderConfig, PromptEncoder
@@ -31,5 +32,6 @@ register(DecomposedPrompt)
 register(AttentionPromptGenerator)
 register(PooledPromptGenerator)
 register(IDPGPromptGenerator)
+register(CartridgePrompt)
 
 __all__ = ["PRODUCERS", "Producer", "ProducerConfig", "ProducerInput", "register"]

@@ -63,9 +63,10 @@ class Site:
         """Positions of the base's table the prompt uses up before the text (inputs are cut to fit)."""
         return self.position_shift(num_tokens)
 
-    def word_vectors(self, runner, ids: torch.Tensor) -> torch.Tensor:
+    def word_vectors(self, runner, ids: torch.Tensor, partial: bool = False) -> torch.Tensor:
         """(n, prompt_dim): what the words `ids` (n,) look like where this site puts prompts (Li & Liang's
-        "activations of real words"). Here their input embeddings, for prompts that live in that space."""
+        "activations of real words"). Here their input embeddings, for prompts that live in that space.
+        `partial`: where only some columns come from words, return those leading columns (n, <= prompt_dim)."""
         if self.prompt_dim(runner) != runner.embedding_size:
             raise ConfigError(f"method.producer.init: prompts at {self.describe()} are not in embedding space; "
                               "initialise them randomly")

@@ -46,10 +46,11 @@ class KVSite(Site):
         return num_tokens
 
     @torch.no_grad()
-    def word_vectors(self, runner, ids: torch.Tensor) -> torch.Tensor:
+    def word_vectors(self, runner, ids: torch.Tensor, partial: bool = False) -> torch.Tensor:
         """The keys/values the frozen model computes for the words at each prefixed layer (Li & Liang 2021,
-        Sec. 7.2): a prefix made of them acts exactly like the words written before the text."""
-        if runner.decoder_layers:
+        Sec. 7.2): a prefix made of them acts exactly like the words written before the text. `partial`: an
+        encoder-decoder gives only its encoder layers' columns (the leading ones; the decoder reads no words)."""
+        if runner.decoder_layers and not partial:
             raise ConfigError("method.producer.init: key/value prefixes of an encoder-decoder also go to the "
                               "decoder, which reads no words; initialise them randomly")
         ids = ids.to(runner.word_embeddings.weight.device)[None]
