@@ -31,6 +31,54 @@ def add_arguments(parser) -> None:
     parser.add_argument("--list", action="store_true", help="print the cells and their state, run nothing")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep ckpt-* folders of finished cells")
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell")
+    add_executor_arguments(parser)
+
+
+def add_executor_arguments(parser) -> None:
+    """--executor and its options; a value not given comes from the spec's `executors:` block, else its default."""
+    group = parser.add_argument_group(
+        "executors", "where the cells run: local (this machine's pool, --workers), ray (a Ray task per cell; "
+        "pip install 'softprompt[ray]') or slurm (a Slurm job per cell through submitit, in job arrays; "
+        "pip install 'softprompt[slurm]'). Options not given here come from the spec's `executors:` block")
+    group.add_argument("--executor", default="local", choices=["local", "ray", "slurm"],
+                       help="local: --workers processes here; ray: one Ray task per cell; slurm: one Slurm job per cell")
+    group.add_argument("--address", default=None,
+                       help="ray: address of a running cluster (auto, ray://HOST:10001); default: start a local "
+                            "Ray runtime for this grid")
+    group.add_argument("--ray-cpus", dest="local_cpus", type=int, default=None,
+                       help="ray: CPUs of the local runtime started here (default: every core)")
+    group.add_argument("--cpus-per-cell", dest="cpus", type=float, default=None,
+                       help="ray/slurm: CPUs of each cell, also its torch threads (default: 1)")
+    group.add_argument("--gpus-per-cell", dest="gpus", type=float, default=None,
+                       help="ray/slurm: GPUs of each cell (default: 0)")
+    group.add_argument("--retries", type=int, default=None,
+                       help="ray/slurm: times a cell whose process died is run again (default: 2)")
+    group.add_argument("--slurm-local", dest="local", action="store_const", const=True, default=None,
+                       help="slurm: run the jobs through submitit's local executor, here, without a cluster "
+                            "(the same code path; default: off)")
+    group.add_argument("--partition", default=None, help="slurm: partition (default: the cluster's default)")
+    group.add_argument("--time-min", dest="time_min", type=int, default=None,
+                       help="slurm: time limit of each cell's job in minutes (default: 60)")
+    group.add_argument("--mem-gb", dest="mem_gb", type=float, default=None,
+                       help="slurm: memory of each cell's job (default: the partition's)")
+    group.add_argument("--parallel", type=int, default=None,
+                       help="slurm: cells running at once (array parallelism; default: Slurm's, or cores / CPUs "
+                            "per cell with --slurm-local)")
+    group.add_argument("--slurm-folder", dest="folder", default=None,
+                       help="slurm: submitit's job files and logs (default: RUNS/<spec>/submitit)")
+
+
+EXECUTOR_FLAGS = ("address", "local_cpus", "cpus", "gpus", "retries", "local", "partition", "time_min", "mem_gb",
+                  "parallel", "folder")
+
+
+def _executor_flags(args) -> dict:
+    flags = {name: getattr(args, name, None) for name in EXECUTOR_FLAGS}
+    if flags["cpus"] is not None and (args.executor == "slurm" or float(flags["cpus"]).is_integer()):
+        flags["cpus"] = int(flags["cpus"]) if float(flags["cpus"]).is_integer() else flags["cpus"]
+    if flags["gpus"] is not None and float(flags["gpus"]).is_integer():
+        flags["gpus"] = int(flags["gpus"])
+    return flags
 
 
 def _list(spec_path: str, args) -> None:
@@ -60,7 +108,8 @@ def run(args) -> int:
         res = run_grid(spec_path, args.profile, args.out, args.data_dir, args.only,
                        keep_checkpoints=args.keep_checkpoints, fail_fast=args.fail_fast, command=command,
                        results=args.results, runs=args.runs, workers=args.workers, commit=args.commit,
-                       mixed_precision=args.mixed_precision)
+                       mixed_precision=args.mixed_precision, executor=args.executor,
+                       executor_flags=_executor_flags(args))
         if res["failed"]:
             code = 1
     return code

@@ -290,19 +290,27 @@ def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path | 
              only: str | None = None, log: Callable[[str], Any] | None = print, keep_checkpoints: bool = False,
              fail_fast: bool = False, command: str | None = None, results: str | Path | None = None,
              runs: str | Path | None = None, workers: int = 1, commit: bool = False,
-             mixed_precision: str | None = None, poll_s: float = 1.0) -> dict[str, Any]:
+             mixed_precision: str | None = None, poll_s: float = 1.0, executor: str = "local",
+             executor_flags: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run (or continue) every cell of a spec; returns counts and where the results are.
 
     Cell files go to `results` (default results/<profile>), run folders to `runs` (default
     runs/<profile>); `out` puts both there. `workers` > 1: that many processes with one thread
     each (one GPU each where there are GPUs). `commit`: git-commit every cell file as it is written.
-    `mixed_precision`: no/bf16/fp16 for every training cell (not part of the cells' identity)."""
-    from softprompt.experiments.workers import Job, run_workers
+    `mixed_precision`: no/bf16/fp16 for every training cell (not part of the cells' identity).
+    `executor`: local (the pool of `workers` processes), ray or slurm (experiments/executors/), with
+    `executor_flags` ({field: value or None}, executor_options.py) over the spec's `executors:`."""
+    from softprompt.experiments.executor_options import resolve
+    from softprompt.experiments.executors import make_executor
+    from softprompt.experiments.executors.dispatch import dispatch
+    from softprompt.experiments.workers import Job
 
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
     spec = spec.for_profile(profile)
-    _check_options(out, results, runs, workers, mixed_precision)
+    _check_options(out, results, runs, workers, mixed_precision, executor)
+    options = resolve(executor, spec.executors, executor_flags or {}, f"spec {spec.name} (profile {profile}): "
+                                                                      f"executors.{executor}")
     store = Store.for_profile(spec.name, profile, out, results, runs)
     store.spec_dir.mkdir(parents=True, exist_ok=True)
     store.work_dir.mkdir(parents=True, exist_ok=True)
@@ -320,7 +328,7 @@ def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path | 
         logger(f"copied {len(migrated)} result.json file(s) of the old layout to {store.cells_dir}")
     _check_finished(store, cells)
 
-    entry = _start_entry(command, profile, only, data_dir, workers, store)
+    entry = _start_entry(command, profile, only, data_dir, workers, store, executor, options)
     _record_run(manifest, spec, profile, cells, entry)
     write_json_atomic(manifest_path, manifest)
     write_json_atomic(store.spec_dir / "skipped.json", [{"cell": c.id, "reason": c.skip} for c in cells if c.skip])
@@ -332,7 +340,8 @@ def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path | 
     runnable = [c for c in todo if not c.skip]
     logger(f"bench {spec.name} (profile {profile}): {len(cells)} cells, {len(chosen)} selected, "
            f"{len(done)} already finished, {len(skipped)} skipped, {len(runnable)} to run"
-           + (f" by {workers} workers" if workers > 1 else "") + f" -> {store.cells_dir}")
+           + (f" by {workers} workers" if workers > 1 else "")
+           + (f" on {executor}" if executor != "local" else "") + f" -> {store.cells_dir}")
     for c in skipped:
         logger(f"skip {c.id}: {c.skip}")
     job = Job(spec, store, runnable, {c.id: c for c in cells}, str(data_dir) if data_dir else None, keep_checkpoints,
@@ -342,8 +351,7 @@ def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path | 
     ran: list[str] = []
     status = "interrupted"
     try:
-        for outcome in run_workers(job, workers, logger.echo):
-            ran += outcome["ran"]
+        ran = dispatch(make_executor(executor, options, workers, logger.echo), job, logger)
         status = "failures" if store.failures() else "complete"
     finally:
         failed = store.failures()
@@ -358,13 +366,16 @@ def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path | 
             "wall_s": time.perf_counter() - t_start}
 
 
-def _check_options(out, results, runs, workers, mixed_precision) -> None:
+def _check_options(out, results, runs, workers, mixed_precision, executor="local") -> None:
     from softprompt.experiments.claims import LOCKS_AVAILABLE
 
     if out is not None and (results is not None or runs is not None):
         raise ConfigError("bench: give either --out (cell files and run folders in one place) or --results/--runs")
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"bench: --workers must be a positive integer, got {workers!r}")
+    if workers > 1 and executor != "local":
+        raise ConfigError(f"bench: --workers is for --executor local; on {executor} every cell is a task of its own "
+                          f"(resources per cell: --cpus-per-cell, --gpus-per-cell)")
     if workers > 1 and not LOCKS_AVAILABLE:
         raise ConfigError("bench: --workers > 1 needs POSIX file locks (fcntl), which this platform lacks")
     if mixed_precision not in (None, "no", "bf16", "fp16"):
@@ -387,13 +398,14 @@ def _check_finished(store, cells) -> None:
                           f"is not finished (e.g. {orphans[0].id} needs {orphans[0].needs}); remove them too")
 
 
-def _start_entry(command, profile, only, data_dir, workers, store) -> dict[str, Any]:
+def _start_entry(command, profile, only, data_dir, workers, store, executor="local", options=None) -> dict[str, Any]:
     """This invocation's record in the manifest (updated when it ends)."""
     provenance = {**git_commit(), "machine": machine()}
     root = _data_root(data_dir)
     return {"command": command or " ".join(sys.argv), "profile": profile, "only": only, "started": now_iso(),
             "git_commit": provenance["commit"], "git_dirty": provenance["dirty"], "machine": provenance["machine"],
             "data_dir": str(root) if root else "datasets hub", "workers": workers, "runs_dir": str(store.work_dir),
+            "executor": executor, **({"executor_options": dataclasses.asdict(options)} if options else {}),
             "status": "running"}
 
 

@@ -29,6 +29,8 @@
     timing: true                                           # also time inference per sample
     published: [{title: ..., columns: [...], rows: {method: [values]}}]  # paper numbers, shown as is
     versus: [[prefix-tuning, peft-prefix-tuning]]          # seed-paired differences a - b in the report
+    executors: {slurm: {partition: gpu, time_min: 240, gpus: 1}, ray: {cpus: 2}}  # bench --executor
+                                                           # ray/slurm options per cell (executor_options.py)
 
 Method entries with `peft:` are baselines trained by the peft library (experiments/peft_baseline.py,
 generation tasks on decoders): {label: peft-prompt-tuning, peft: {peft_type: PROMPT_TUNING,
@@ -48,6 +50,7 @@ from typing import Any
 
 from softprompt.config import load_yaml
 from softprompt.errors import ConfigError
+from softprompt.experiments.executor_options import check_block
 
 # built-in profiles; a spec's `profiles:` block is merged over these
 PROFILES: dict[str, dict[str, Any]] = {
@@ -80,10 +83,10 @@ PROFILES: dict[str, dict[str, Any]] = {
 TOP_LEVEL = (
     "name", "title", "description", "reference", "methods", "tasks", "backbones", "seeds", "metric", "train",
     "task_overrides", "method_overrides", "profiles", "eval_tasks", "zero_shot", "layers", "pairs", "few_shot",
-    "params", "timing", "published", "eval_limit", "versus",
+    "params", "timing", "published", "eval_limit", "versus", "executors",
 )
 PROFILE_KEYS = ("seeds", "backbones", "tasks", "train", "task_overrides", "method_overrides", "eval_limit", "layers",
-                "few_shot", "params", "eval_tasks", "pairs")
+                "few_shot", "params", "eval_tasks", "pairs", "executors")
 # TrainConfig keys a cell sets itself
 CELL_OWNED = ("backbone", "task", "method", "seed", "output_dir", "data_dir")
 BAD_METRICS = ("mse", "main")  # lower-is-better / alias; tables assume higher is better
@@ -140,6 +143,7 @@ class Spec:
     timing: bool = False
     published: list[dict[str, Any]] = field(default_factory=list)
     versus: list[list[str]] = field(default_factory=list)  # [a, b]: seed-paired differences a - b
+    executors: dict[str, dict[str, Any]] = field(default_factory=dict)  # bench --executor ray/slurm options
     path: str | None = None
     profile: str | None = None  # set by for_profile
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -160,7 +164,8 @@ class Spec:
         over = _merge(PROFILES.get(profile, {}), self.profiles.get(profile) or {})
         raw = copy.deepcopy(self.raw)
         for key, value in over.items():
-            if key in ("train", "task_overrides", "method_overrides", "few_shot", "params") and isinstance(value, dict):
+            if key in ("train", "task_overrides", "method_overrides", "few_shot", "params", "executors") \
+                    and isinstance(value, dict):
                 raw[key] = _merge(raw.get(key) or {}, value) if (key != "few_shot" or raw.get("few_shot")) else None
             else:
                 raw[key] = copy.deepcopy(value)
@@ -407,6 +412,7 @@ def parse_spec(data: dict[str, Any], path: str | None = None, where: str | None 
         profiles=profiles, eval_tasks=eval_tasks, eval_limit=data.get("eval_limit"), zero_shot=zero_shot,
         layers=layers, pairs=pairs, few_shot=few_shot, params=params, timing=bool(data.get("timing", False)),
         published=published, versus=versus, path=path, raw=copy.deepcopy(data),
+        executors=check_block(data.get("executors"), f"{where}: executors"),
     )
 
 

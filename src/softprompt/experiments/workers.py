@@ -5,21 +5,22 @@ whose source (if any) is finished, and that it can claim (claims.py), runs it an
 file while still holding the claim; it waits while the only cells left are claimed by others or
 wait for a source. Evaluations of a finished source come before new trainings, so a grid stopped
 halfway rarely leaves a source without its evaluations. With `commit`, every cell file is
-committed as soon as it is written.
+committed as soon as it is written. Running one claimed cell is cell_run.run_one, which the Ray and
+Slurm executors (executors/) share.
 """
 
 from __future__ import annotations
 
 import os
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from softprompt.experiments.cell_run import run_one
 from softprompt.experiments.claims import Claim
 from softprompt.experiments.cells import Cell, Log
 from softprompt.experiments.spec import Spec
-from softprompt.experiments.store import Store, git_commit_file
+from softprompt.experiments.store import Store
 
 
 @dataclass
@@ -91,26 +92,9 @@ def work(job: Job, worker: int | None = None, log: Callable[[str], Any] | None =
             continue
         with claim:
             logger(f"[{sum(store.finished(c.id) for c in job.cells) + 1}/{len(job.cells)}] {cell.kind} {cell.id}")
-            t0 = time.perf_counter()
-            try:
-                result = runner.run(cell)
-            except Exception as err:  # one broken cell does not stop the grid (unless --fail-fast)
-                reason = f"{type(err).__name__}: {err}"
-                store.record_failure(cell.id, reason)
-                logger(f"FAILED {cell.id}: {reason}")
-                with open(store.work_dir / "bench.log", "a") as fh:
-                    fh.write(traceback.format_exc())
-                if job.fail_fast:
-                    store.request_stop()
-                    raise
-                continue
-            path = store.write(result)
-        ran.append(cell.id)
-        score = result.get("score")
-        logger(f"done {cell.id} in {time.perf_counter() - t0:.1f}s"
-               + (f": {cell.metric} {score:.2f}" if isinstance(score, (int, float)) else ""))
-        if job.commit:
-            git_commit_file(path, f"results: {job.spec.name} {cell.id}", logger)
+            outcome = run_one(job, runner, cell, logger, job.commit)
+        if outcome.status == "done":
+            ran.append(cell.id)
     return {"worker": worker, "ran": ran}
 
 
