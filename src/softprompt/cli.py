@@ -9,6 +9,7 @@ import argparse
 import importlib
 import sys
 
+from softprompt.commands.reference import ReferenceHelpFormatter
 from softprompt.errors import SoftPromptError
 
 # subcommand name -> module under softprompt.commands
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"softprompt.commands.{module_name}")
-        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP, formatter_class=ReferenceHelpFormatter)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser

@@ -1,4 +1,5 @@
-"""Argument helpers shared by commands: every TrainConfig key becomes a --flag."""
+"""Argument helpers shared by commands: every TrainConfig key becomes a --flag (documented in
+softprompt.commands.reference), read back into the config here."""
 
 from __future__ import annotations
 
@@ -8,17 +9,9 @@ import typing
 
 import yaml
 
+from softprompt.commands.reference import ReferenceHelpFormatter
 from softprompt.config import from_dict, load_yaml
 from softprompt.train.config import TrainConfig
-
-
-def add_config_flags(parser: argparse.ArgumentParser, cls=TrainConfig) -> None:
-    """--key VALUE for every field (parsed as YAML scalars, so 1e-3, true, [0.9, 0.98] work)."""
-    parser.add_argument("--config", help="YAML file with these keys; flags override it")
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, dest=f"cfg_{f.name}", metavar=f.name.upper(), default=None,
-                            help=f"(config key: {f.name})")
 
 
 def config_from_args(args: argparse.Namespace, cls=TrainConfig, **defaults):
@@ -55,7 +48,8 @@ def module_main(name: str, help_text: str, add_arguments, run, argv: list[str] |
 
     from softprompt.errors import SoftPromptError
 
-    parser = argparse.ArgumentParser(prog=f"softprompt {name}", description=help_text)
+    parser = argparse.ArgumentParser(prog=f"softprompt {name}", description=help_text,
+                                     formatter_class=ReferenceHelpFormatter)
     add_arguments(parser)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)

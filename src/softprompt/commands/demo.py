@@ -22,12 +22,15 @@ EVALS = [  # task, split, limit (IMDB subsampled to keep the demo under 15 minut
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--data-dir", default=None, help="benchmark data folder (default: $SOFTPROMPT_DATA, else the hub)")
-    parser.add_argument("--backbone", default="minilm-l6")
-    parser.add_argument("--method", default="id-spam")
-    parser.add_argument("--train-limit", type=int, default=4000)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--output-dir", default="runs/demo")
+    from softprompt.commands.reference import add_field_flag
+    from softprompt.train.config import TrainConfig
+
+    add_field_flag(parser, TrainConfig, "data_dir", default=None)
+    add_field_flag(parser, TrainConfig, "backbone", default="minilm-l6")
+    add_field_flag(parser, TrainConfig, "method", default="id-spam")
+    add_field_flag(parser, TrainConfig, "train_limit", type=int, default=4000)
+    add_field_flag(parser, TrainConfig, "epochs", type=int, default=3)
+    add_field_flag(parser, TrainConfig, "output_dir", default="runs/demo")
 
 
 def run(args) -> int:

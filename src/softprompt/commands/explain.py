@@ -8,9 +8,9 @@ HELP = "show the ID-SPAM generator's attention over the input and the nearest vo
 def add_arguments(parser) -> None:
     parser.add_argument("run", help="run folder (with adapter/) or adapter folder")
     parser.add_argument("text", help="input text")
-    parser.add_argument("--pair", default=None)
-    parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--png", default=None, help="also write the attention heat map here")
+    parser.add_argument("--pair", default=None, help="second input text, for pair tasks (default: none)")
+    parser.add_argument("--top-k", type=int, default=5, help="vocabulary tokens shown per prompt vector")
+    parser.add_argument("--png", default=None, help="also write the attention heat map to this PNG file (default: none)")
 
 
 def run(args) -> int:

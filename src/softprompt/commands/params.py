@@ -6,8 +6,11 @@ HELP = "print trainable parameters of every method on a backbone"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--backbone", default="minilm-l6")
-    parser.add_argument("--num-labels", type=int, default=2)
+    from softprompt.commands.reference import add_field_flag
+    from softprompt.train.config import TrainConfig
+
+    add_field_flag(parser, TrainConfig, "backbone", default="minilm-l6")
+    parser.add_argument("--num-labels", type=int, default=2, help="classes of the classification head counted")
     parser.add_argument("--methods", default=None, help="comma-separated (default: all trainable presets)")
 
 

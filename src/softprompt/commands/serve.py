@@ -15,7 +15,7 @@ def add_arguments(parser) -> None:
                         help="folder of adapter folders (adapter.json + adapter.safetensors) or training run folders "
                              "(served from their adapter/ under the run's name); new folders are served without a restart")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     parser.add_argument("--max-batch", type=int, default=32, help="requests per forward pass")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
     parser.add_argument("--max-queue", type=int, default=1024, help="queued requests beyond this get 503 + Retry-After")
@@ -37,7 +37,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default=None, help="torch device for the model, e.g. cuda (default: cpu)")
     parser.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get on shutdown")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="server log verbosity")
 
 
 def settings_from_args(args):
@@ -112,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m softprompt.commands.serve ...` (same flags as `softprompt serve`)."""
     from softprompt.errors import SoftPromptError
 
-    parser = argparse.ArgumentParser(prog="softprompt serve", description=HELP)
+    from softprompt.commands.reference import ReferenceHelpFormatter
+
+    parser = argparse.ArgumentParser(prog="softprompt serve", description=HELP, formatter_class=ReferenceHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

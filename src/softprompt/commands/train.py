@@ -7,7 +7,8 @@ import json
 import statistics
 from pathlib import Path
 
-from softprompt.commands._common import add_config_flags, config_from_args
+from softprompt.commands._common import config_from_args
+from softprompt.commands.reference import add_config_flags
 
 HELP = "train a soft prompt (or baseline) on a task; every config key is also a --flag"
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 
-from softprompt.commands._common import add_config_flags, config_from_args
+from softprompt.commands._common import config_from_args
+from softprompt.commands.reference import add_config_flags
 
 HELP = "hyperparameter search (Optuna, pruning); --layer auto picks the injection layer by successive halving"
 
 
 def add_arguments(parser) -> None:
     add_config_flags(parser)
-    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=10, help="Optuna trials to run (each one training run)")
     parser.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite in the run folder; "
                         "a shared RDB URL such as postgresql://... lets many workers share the study)")
     parser.add_argument("--study", default=None, help="study name (default: task-method-backbone)")

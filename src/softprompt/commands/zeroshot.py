@@ -8,11 +8,17 @@ HELP = "score an instruction-tuned model zero-shot on a task (instruction + verb
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--backbone", default="smollm2-135m")
-    parser.add_argument("--task", required=True, action="append")
-    parser.add_argument("--split", default=None)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--limit", type=int, default=None)
+    from softprompt.commands.reference import add_field_flag
+    from softprompt.train.config import TrainConfig
+
+    add_field_flag(parser, TrainConfig, "backbone", default="smollm2-135m")
+    parser.add_argument("--task", required=True, action="append",
+                        help="task to score (repeatable; required), e.g. sst2 (`softprompt data stats` lists them)")
+    parser.add_argument("--split", default=None,
+                        help="split to score (default: validation, or test where the task has no labelled validation split)")
+    add_field_flag(parser, TrainConfig, "data_dir", default=None)
+    parser.add_argument("--limit", type=int, default=None,
+                        help="score a seeded subsample of this many examples (default: all)")
     parser.add_argument("--max-length", type=int, default=256,
                         help="prompt tokens; longer inputs are shortened, the instruction and the answer turn never")
     from softprompt.train.calibration import CALIBRATIONS
@@ -20,7 +26,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--calibration", default="batch", choices=CALIBRATIONS,
                         help="batch: minus each label's mean score over the inputs (Zhou et al. 2023, no labels); "
                              "content-free: minus the scores of 'N/A' (Zhao et al. 2021)")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
 def run(args) -> int:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from softprompt.config import from_dict
+from softprompt.config import from_dict, option
 from softprompt.errors import ConfigError
 from softprompt.heads import HeadConfig
 from softprompt.methods.presets import PRESETS
@@ -25,21 +25,30 @@ from softprompt.sites import SiteConfig, build_site, check_site
 
 @dataclass
 class LoraSettings:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.1
-    target_modules: list[str] | None = None  # None: the runner's `lora_targets`
+    r: int = option(8, help="LoRA rank of the update B·A")
+    alpha: int = option(16, help="LoRA scaling numerator: the update is scaled by alpha / r")
+    dropout: float = option(0.1, help="dropout on the LoRA branch's input")
+    target_modules: list[str] | None = option(None, help="names of the linear modules LoRA adapts",
+                                              unset="the runner's `lora_targets` for this architecture")
 
 
 @dataclass
 class MethodConfig:
-    name: str = "custom"
-    producer: ProducerConfig | None = field(default_factory=StaticConfig)  # None: no prompt
-    site: SiteConfig = field(default_factory=SiteConfig)
-    head: HeadConfig = field(default_factory=HeadConfig)
-    backbone: Literal["frozen", "lora", "full"] = "frozen"
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    zero_shot: bool = False  # no training: instruction template + verbalizer
+    name: str = option("custom", help="the preset this method starts from (its name in run folders and tables)",
+                       values=f"{', '.join(PRESETS)}, custom")
+    producer: ProducerConfig | None = option(
+        default_factory=StaticConfig, shown_default="{kind: static}",
+        help="what makes the prompt vectors: a mapping with a kind and that kind's fields; none: no prompt",
+        values=f"kinds {', '.join(PRODUCERS)}, or none")
+    site: SiteConfig = option(default_factory=SiteConfig, shown_default="{kind: embeddings}",
+                              help="where the prompt acts: a mapping with a kind and that kind's fields")
+    head: HeadConfig = option(default_factory=HeadConfig, shown_default="{kind: auto}",
+                              help="the output head: a mapping with kind, pooling and dropout")
+    backbone: Literal["frozen", "lora", "full"] = option("frozen", help=(
+        "how the backbone trains: frozen (soft prompts only), lora (low-rank updates) or full fine-tuning"))
+    lora: LoraSettings = option(default_factory=LoraSettings, shown_default="{r: 8, alpha: 16, dropout: 0.1}",
+                                help="LoRA settings (backbone: lora): a mapping with r, alpha, dropout, target_modules")
+    zero_shot: bool = option(False, help="no training: score label words after an instruction template")
 
     def __post_init__(self):
         if isinstance(self.producer, dict):

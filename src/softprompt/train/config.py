@@ -4,57 +4,88 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from softprompt.errors import ConfigError
 from softprompt.backbones.registry import layer_count
-from softprompt.methods import MethodConfig, method_config
+from softprompt.config import option
+from softprompt.errors import ConfigError
+from softprompt.methods import PRESETS, MethodConfig, method_config
+from softprompt.tasks import TASKS
 
 
 
 @dataclass
 class TrainConfig:
-    backbone: str = "minilm-l6"
-    task: str = "sst2"
-    method: MethodConfig = field(default_factory=lambda: method_config("id-spam"))  # a preset name, or a dict
-    data_dir: str | None = None
-    output_dir: str | None = None  # default: runs/<task>-<method>-<backbone>-s<seed>
-    train_limit: int | None = None
-    eval_limit: int | None = None  # caps both evaluation splits (selection and the reported one)
-    eval_split: str = "validation"  # the split reported (summary.json "test"); never used for selection by default
-    # the split that picks the best checkpoint / early stopping: "carved" = 10% of the training rows
-    # (at most 1,000, stratified, fixed seed; see train/splits.py), or another named split of the task
-    selection_split: str = "carved"
-    seed: int = 0
-    epochs: int = 3
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    grad_accum: int = 1
-    lr: float | None = None  # prompt producer; None: the producer class's default (`default_lrs`)
-    head_lr: float = 1e-3
-    lowrank_lr: float | None = None  # DePT's A·B; None: the producer class's default
-    backbone_lr: float | None = None  # None: 5e-4 for LoRA, 2e-5 for full fine-tuning
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.06
-    adam_eps: float = 1e-6
-    adam_betas: tuple[float, float] = (0.9, 0.98)
-    max_grad_norm: float = 1.0
-    max_length: int = 128
-    eval_every: int = 0  # steps; 0 = once per epoch
-    patience: int | None = None  # evaluations without gain before stopping (counted after the first gain)
-    cache: Literal["auto", "none", "memory"] = "auto"
-    cache_max_gb: float = 4.0
-    backbone_dropout: bool = True  # dropout on in the frozen layers gradients flow through (as peft and the papers)
-    chat_template: bool = False  # generation tasks: source as the chat template's user turn, target as the answer
-    gradient_checkpointing: bool = False  # recompute layer activations in the backward pass (less memory)
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    checkpoint_every: int = 100  # steps; 0 = only at evaluations
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    bucket: bool = True
-    tensorboard: bool = False
-    progress: bool = True
+    """One training run. Each field is a YAML key and a `softprompt train --flag`; its `help` is the reference."""
+
+    backbone: str = option("minilm-l6", help=(
+        "the frozen base model: a short name (`softprompt models` lists them), a local model folder or a "
+        "Hugging Face hub id"))
+    task: str = option("sst2", help="the task to train on", values=", ".join(TASKS))
+    method: MethodConfig = option(
+        default_factory=lambda: method_config("id-spam"), shown_default="id-spam",
+        help=("what is trained: a preset name, or a YAML mapping that may name a preset and override its "
+              "parts (name, producer, site, head, backbone, lora, zero_shot), e.g. "
+              "'{name: prompt-tuning, producer: {num_tokens: 20}}'"),
+        values=f"{', '.join(PRESETS)}, custom, or a mapping")
+    data_dir: str | None = option(None, help="the benchmark data folder",
+                                  unset="$SOFTPROMPT_DATA, else the Hugging Face hub")
+    output_dir: str | None = option(None, help="the run folder (checkpoints, adapter/, summary.json)",
+                                    unset="runs/<task>-<method>-<backbone>-s<seed>")
+    train_limit: int | None = option(None, unit="examples", unset="all", help=(
+        "use at most this many training examples (a seeded subsample; the carved selection split comes out "
+        "of them)"))
+    eval_limit: int | None = option(None, unit="examples", unset="all", help=(
+        "cap both evaluation splits (the selection split and the reported one) at this many examples"))
+    eval_split: str = option("validation", help=(
+        "the split reported as the run's score (summary.json 'test'); never used to pick checkpoints"))
+    selection_split: str = option("carved", help=(
+        "the split that picks the best checkpoint and drives early stopping: 'carved' = 10% of the training "
+        "rows (at most 1,000, stratified, fixed seed), or another named split of the task"))
+    seed: int = option(0, help="random seed for initialisation, data order and subsampling")
+    epochs: int = option(3, unit="epochs", help="passes over the training data (>= 1)")
+    batch_size: int = option(32, unit="examples per device", help="training batch size (>= 1)")
+    eval_batch_size: int = option(64, unit="examples", help="batch size for evaluation (>= 1)")
+    grad_accum: int = option(1, unit="batches", help=(
+        "gradient accumulation: batches summed before each optimizer step (>= 1)"))
+    lr: float | None = option(None, help="learning rate of the prompt producer",
+                              unset="the producer class's default")
+    head_lr: float = option(1e-3, help="learning rate of the classification head")
+    lowrank_lr: float | None = option(None, help="learning rate of DePT's low-rank embedding update A·B",
+                                      unset="the producer class's default")
+    backbone_lr: float | None = option(None, help="learning rate of the backbone's weights when the method trains them",
+                                       unset="5e-4 for LoRA, 2e-5 for full fine-tuning")
+    weight_decay: float = option(0.01, help="AdamW weight decay (decoupled)")
+    warmup_ratio: float = option(0.06, unit="fraction of all optimizer steps", help=(
+        "linear learning-rate warm-up, then linear decay to 0 (0 <= value < 1)"))
+    adam_eps: float = option(1e-6, help="AdamW epsilon")
+    adam_betas: tuple[float, float] = option((0.9, 0.98), help="AdamW betas [beta1, beta2]")
+    max_grad_norm: float = option(1.0, help="clip the gradient's global L2 norm to this (0: no clipping)")
+    max_length: int = option(128, unit="tokens", help="inputs are truncated to this length (>= 8)")
+    eval_every: int = option(0, unit="optimizer steps", help="evaluate every this many steps; 0: once per epoch")
+    patience: int | None = option(None, unit="evaluations", unset="never stop early", help=(
+        "stop after this many evaluations without a gain (counted after the first gain)"))
+    cache: Literal["auto", "none", "memory"] = option("auto", help=(
+        "cache the frozen layers' outputs below the prompt's layer between epochs: auto and memory keep them "
+        "in memory (skipped for one epoch or when the prompt acts at the embeddings), none recomputes"))
+    cache_max_gb: float = option(4.0, unit="GiB", help="memory budget of that cache")
+    backbone_dropout: bool = option(True, help=(
+        "dropout on in the frozen layers gradients flow through (as peft and the papers)"))
+    chat_template: bool = option(False, help=(
+        "generation tasks: the source as the chat template's user turn, the target as the answer"))
+    gradient_checkpointing: bool = option(False, help=(
+        "recompute layer activations in the backward pass (less memory, slower)"))
+    mixed_precision: Literal["no", "bf16", "fp16"] = option("no", help=(
+        "autocast precision for training (bf16 on recent GPUs; no: float32)"))
+    checkpoint_every: int = option(100, unit="optimizer steps", help=(
+        "save a resumable checkpoint every this many steps; 0: only at evaluations"))
+    keep_checkpoints: int = option(2, unit="checkpoints", help="keep this many of the latest checkpoints (>= 1)")
+    log_every: int = option(10, unit="optimizer steps", help="record the mean training loss every this many steps")
+    bucket: bool = option(True, help=(
+        "sort examples by length within windows of 50 batches (less padding, same shuffled order across windows)"))
+    tensorboard: bool = option(False, help="also write TensorBoard logs in the run folder")
+    progress: bool = option(True, help="show a progress bar per epoch")
 
     def __post_init__(self):
         checks = {
