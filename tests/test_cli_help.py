@@ -18,11 +18,8 @@ from softprompt.train.config import TrainConfig
 
 DOCUMENTED_CONFIGS = [TrainConfig, MethodConfig, LoraSettings]
 
-# "<command> <flag>" -> why its help is still missing; the owner adds the help and removes the entry here
-# (an entry whose flag has help now is harmless: these files are being edited as this list is written).
-ALLOWED_WITHOUT_HELP: dict[str, str] = {
-    "eval --data-dir": "owned by eval (commands/eval.py), being fixed",
-}
+# "<command> <flag>" -> why its help is still missing (none today)
+ALLOWED_WITHOUT_HELP: dict[str, str] = {}
 
 
 def parsers(parser: argparse.ArgumentParser, name: str = ""):

@@ -22,7 +22,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("run", help="run folder (with adapter/) or adapter folder")
     parser.add_argument("--task", required=True, action="append", help="task to evaluate on (repeatable)")
     parser.add_argument("--split", default=None, help="split (default: validation, or test where there is none; fpb, fpb-binary: 'all' = every row)")
-    parser.add_argument("--data-dir", default=None)
+    from softprompt.commands.reference import add_field_flag
+    from softprompt.train.config import TrainConfig
+
+    add_field_flag(parser, TrainConfig, "data_dir", default=None)
     parser.add_argument("--limit", type=int, default=None, help="evaluate on a seeded subsample of N examples")
     parser.add_argument("--max-length", type=int, default=None, help="truncate inputs (default: the run's setting)")
     parser.add_argument("--batch-size", type=int, default=None,
