@@ -14,9 +14,10 @@ from softprompt.commands.reference import add_config_flags
 from softprompt.config import describe, option, undocumented
 from softprompt.errors import ConfigError
 from softprompt.methods.config import LoraSettings, MethodConfig
+from softprompt.serve.config import ServeSettings
 from softprompt.train.config import TrainConfig
 
-DOCUMENTED_CONFIGS = [TrainConfig, MethodConfig, LoraSettings]
+DOCUMENTED_CONFIGS = [TrainConfig, MethodConfig, LoraSettings, ServeSettings]
 
 # "<command> <flag>" -> why its help is still missing (none today)
 ALLOWED_WITHOUT_HELP: dict[str, str] = {}

@@ -9,34 +9,31 @@ import sys
 HELP = "serve every adapter in a folder over HTTP (FastAPI + uvicorn) with mixed-task batching"
 
 
+# flag -> argparse settings beyond the field's own documentation (help comes from serve.config.ServeSettings)
+FLAGS: dict[str, dict] = {
+    "base": {"required": True}, "prompts": {"required": True}, "host": {}, "port": {"type": int},
+    "max_batch": {"type": int}, "max_wait_ms": {"type": float}, "max_queue": {"type": int}, "token_env": {},
+    "protect_reads": {"action": "store_true"}, "max_body_bytes": {"type": int}, "max_text_chars": {"type": int},
+    "max_length": {"type": int}, "batching": {"choices": ["mixed", "per-adapter"]},
+    "generation_batching": {"choices": ["mixed", "per-adapter"]}, "adapter_memory_mb": {"type": float},
+    "max_tokens_limit": {"type": int}, "max_gen_queue": {"type": int}, "threads": {"type": int}, "device": {},
+    "graceful_timeout": {"type": float}, "retry_after_s": {"type": int},
+}
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--base", required=True, help="base model (short name, folder or hub id), e.g. minilm-l6")
-    parser.add_argument("--prompts", required=True,
-                        help="folder of adapter folders (adapter.json + adapter.safetensors) or training run folders "
-                             "(served from their adapter/ under the run's name); new folders are served without a restart")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
-    parser.add_argument("--max-batch", type=int, default=32, help="requests per forward pass")
-    parser.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
-    parser.add_argument("--max-queue", type=int, default=1024, help="queued requests beyond this get 503 + Retry-After")
-    parser.add_argument("--token-env", default="SOFTPROMPT_TOKEN",
-                        help="environment variable holding the bearer token for adapter management")
-    parser.add_argument("--protect-reads", action="store_true", help="classify, adapters and metrics need the token too")
-    parser.add_argument("--max-body-bytes", type=int, default=64 * 1024, help="larger request bodies get 413")
-    parser.add_argument("--max-text-chars", type=int, default=20_000, help="longer texts get 422")
-    parser.add_argument("--max-length", type=int, default=256, help="token limit; longer inputs are truncated")
-    parser.add_argument("--batching", choices=["mixed", "per-adapter"], default="mixed",
-                        help="mixed: all adapters in one forward (default); per-adapter: one forward per adapter")
-    parser.add_argument("--generation-batching", choices=["mixed", "per-adapter"], default="mixed",
-                        help="generation (decoder bases): mixed continuous batching across adapters (default), or "
-                             "per-adapter: one adapter's requests per decode forward (baseline)")
-    parser.add_argument("--adapter-memory-mb", type=float, default=None,
-                        help="memory budget for adapters in memory; least recently used ones are evicted above it "
-                             "and reloaded on their next request (default: no limit)")
-    parser.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens a request may ask for")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--device", default=None, help="torch device for the model, e.g. cuda (default: cpu)")
-    parser.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get on shutdown")
+    import dataclasses
+
+    from softprompt.commands.reference import config_help
+    from softprompt.serve.config import ServeSettings
+
+    defaults = {f.name: f.default for f in dataclasses.fields(ServeSettings)}
+    for name, extra in FLAGS.items():
+        kwargs = dict(extra) if extra.get("required") else {"default": defaults[name], **extra}
+        if kwargs.get("action") == "store_true":
+            kwargs.pop("default", None)
+        shown = "none, required" if extra.get("required") else None
+        parser.add_argument("--" + name.replace("_", "-"), help=config_help(ServeSettings, name, shown), **kwargs)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                         help="server log verbosity")
 
@@ -44,14 +41,7 @@ def add_arguments(parser) -> None:
 def settings_from_args(args):
     from softprompt.serve.config import ServeSettings
 
-    return ServeSettings(
-        base=args.base, prompts=args.prompts, host=args.host, port=args.port, max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, token_env=args.token_env,
-        protect_reads=args.protect_reads, max_body_bytes=args.max_body_bytes, max_text_chars=args.max_text_chars,
-        max_length=args.max_length, batching=args.batching, threads=args.threads,
-        graceful_timeout=args.graceful_timeout, device=args.device, generation_batching=args.generation_batching,
-        adapter_memory_mb=args.adapter_memory_mb, max_tokens_limit=args.max_tokens_limit,
-    )
+    return ServeSettings(**{name: getattr(args, name) for name in FLAGS})
 
 
 def run(args) -> int:

@@ -6,32 +6,47 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
+from softprompt.config import option
 from softprompt.errors import ConfigError
 
 
 @dataclass
 class ServeSettings:
-    base: str = "tiny-bert"
-    prompts: str | None = None  # folder of adapter folders loaded at start-up
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_batch: int = 32  # requests per forward pass
-    max_wait_ms: float = 5.0  # how long the first queued request waits for company
-    max_queue: int = 1024  # queued requests beyond this get 503 + Retry-After
-    token_env: str = "SOFTPROMPT_TOKEN"  # env var holding the bearer token
-    protect_reads: bool = False  # classify / adapters / metrics need the token too
-    max_body_bytes: int = 64 * 1024  # 413 above this
-    max_text_chars: int = 20_000  # 422 above this (text and text_pair each)
-    max_length: int = 256  # tokens; longer inputs are truncated (as `softprompt predict` does)
-    batching: Literal["mixed", "per-adapter"] = "mixed"  # per-adapter: one adapter per forward (baseline)
-    threads: int | None = None  # torch intra-op threads (None: torch's default)
-    device: str | None = None  # torch device of the base model and adapters (None: cpu)
-    graceful_timeout: float = 30.0  # seconds in-flight requests get to finish on shutdown
-    retry_after_s: int = 1
-    adapter_memory_mb: float | None = None  # LRU budget for adapters in memory (None: no limit)
-    generation_batching: Literal["mixed", "per-adapter"] = "mixed"  # per-adapter: one adapter per decode forward
-    max_tokens_limit: int = 4096  # max_tokens above this get 400
-    max_gen_queue: int | None = None  # generation requests waiting to join the batch (None: max_queue)
+    """The server's settings; each field is a `softprompt serve` flag (`--max-batch` for max_batch)."""
+
+    base: str = option("tiny-bert", help="the frozen base model: a short name, a model folder or a hub id")
+    prompts: str | None = option(None, help="folder of adapter folders (adapter.json + adapter.safetensors) or "
+                                 "training run folders (served from their adapter/ under the run's name); new "
+                                 "folders are served without a restart", unset="no adapters at start-up")
+    host: str = option("127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
+    port: int = option(8000, help="TCP port to listen on")
+    max_batch: int = option(32, help="classification requests per forward pass, and streams per decode batch",
+                            unit="requests")
+    max_wait_ms: float = option(5.0, help="how long the first queued request waits for others to batch with",
+                                unit="ms")
+    max_queue: int = option(1024, help="queued requests beyond this get 503 with Retry-After", unit="requests")
+    token_env: str = option("SOFTPROMPT_TOKEN", help="environment variable holding the bearer token for "
+                            "adapter management")
+    protect_reads: bool = option(False, help="classify, adapters and metrics need the token too")
+    max_body_bytes: int = option(64 * 1024, help="larger request bodies get 413", unit="bytes")
+    max_text_chars: int = option(20_000, help="longer texts (text and text_pair each) get 422", unit="characters")
+    max_length: int = option(256, help="token limit of an input; longer inputs are truncated", unit="tokens")
+    batching: Literal["mixed", "per-adapter"] = option(
+        "mixed", help="classification: mixed = all adapters in one forward; per-adapter = one forward per adapter "
+        "(baseline)")
+    threads: int | None = option(None, help="torch intra-op CPU threads", unset="torch's choice")
+    device: str | None = option(None, help="torch device of the base and adapters, e.g. cuda", unset="cpu")
+    graceful_timeout: float = option(30.0, help="time in-flight requests get to finish on shutdown", unit="s")
+    retry_after_s: int = option(1, help="the Retry-After a 503 answer carries", unit="s")
+    adapter_memory_mb: float | None = option(None, help="memory budget for adapters; least recently used ones "
+                                             "are evicted above it and reloaded on their next request", unit="MiB",
+                                             unset="no limit")
+    generation_batching: Literal["mixed", "per-adapter"] = option(
+        "mixed", help="generation: mixed = continuous batching across adapters; per-adapter = one adapter's "
+        "requests per decode forward (baseline)")
+    max_tokens_limit: int = option(4096, help="largest max_tokens a generation request may ask for", unit="tokens")
+    max_gen_queue: int | None = option(None, help="generation requests waiting to join the decode batch",
+                                       unit="requests", unset="max_queue")
 
     def validate(self) -> None:
         positive = {"max_batch": self.max_batch, "max_queue": self.max_queue, "max_body_bytes": self.max_body_bytes,
