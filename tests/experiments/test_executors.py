@@ -8,6 +8,7 @@ import json
 import subprocess
 
 import pytest
+import torch
 
 from softprompt.commands import bench
 from softprompt.errors import ConfigError
@@ -22,12 +23,12 @@ needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
 needs_submitit = pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
                                     reason="submitit is not installed: pip install 'softprompt[slurm]' (make install does)")
 
-TRAIN = ["prompt-tuning_sst2_tiny-bert_s0", "id-spam_sst2_tiny-bert_s0"]
-EVAL = [f"{t}__fpb-binary-test" for t in TRAIN]
+# a training cell and an evaluation that needs its adapter (each cell in a fresh process costs seconds here)
+TRAIN, EVAL = "prompt-tuning_sst2_tiny-bert_s0", "prompt-tuning_sst2_tiny-bert_s0__fpb-binary-test"
 
 
 def grid_spec(tmp_path):
-    return tiny_spec(tmp_path, eval_tasks=[{"task": "fpb-binary", "split": "test"}])
+    return tiny_spec(tmp_path, methods=("prompt-tuning",), eval_tasks=[{"task": "fpb-binary", "split": "test"}])
 
 
 def cell_files(results):
@@ -40,11 +41,17 @@ def scores(records):
 
 @pytest.fixture(scope="module")
 def local_pool(tmp_path_factory, data_dir):
-    """The grid on today's pool (two processes, one thread each, as every ray/slurm cell here)."""
+    """The grid on the local executor (its one worker in this process), one torch thread as every ray/slurm cell
+    here (and every worker of `--workers N`)."""
     tmp = tmp_path_factory.mktemp("local")
-    res = run_grid(grid_spec(tmp), "quick", data_dir=data_dir, results=tmp / "results", runs=tmp / "runs", workers=2,
-                   log=None, poll_s=0.2)
-    assert sorted(res["ran"]) == sorted(TRAIN + EVAL) and not res["failed"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = run_grid(grid_spec(tmp), "quick", data_dir=data_dir, results=tmp / "results", runs=tmp / "runs",
+                       log=None)
+    finally:
+        torch.set_num_threads(threads)
+    assert res["ran"] == [TRAIN, EVAL] and not res["failed"]
     return cell_files(tmp / "results")
 
 
@@ -52,22 +59,22 @@ def started(runs, executor):
     """cell id -> how many times a process started it (bench.log)."""
     lines = (runs / "tiny" / "bench.log").read_text().splitlines()
     return {cid: sum(f"[{executor}] " in line and line.split("] ", 2)[-1].split(" (pid")[0].endswith(f" {cid}")
-                     for line in lines) for cid in TRAIN + EVAL}
+                     for line in lines) for cid in (TRAIN, EVAL)}
 
 
 @needs_ray
 def test_ray_gives_the_local_pools_cell_files_and_retries_a_killed_worker(tmp_path, data_dir, local_pool, monkeypatch):
     killed = tmp_path / "killed"
-    monkeypatch.setenv(KILL_HOOK, f"{EVAL[1]}@{killed}")  # its worker ends (os._exit) before writing the cell file
+    monkeypatch.setenv(KILL_HOOK, f"{EVAL}@{killed}")  # its worker ends (os._exit) before writing the cell file
     res = run_grid(grid_spec(tmp_path), "quick", data_dir=data_dir, results=tmp_path / "results",
                    runs=tmp_path / "runs", log=None, poll_s=0.2, executor="ray", executor_flags={"local_cpus": 2})
-    assert killed.exists() and not res["failed"] and sorted(res["ran"]) == sorted(TRAIN + EVAL)
+    assert killed.exists() and not res["failed"] and res["ran"] == [TRAIN, EVAL]
     records = cell_files(tmp_path / "results")
     assert scores(records) == scores(local_pool)
     assert {r["executor"] for r in records.values()} == {"ray"} and all(r["machine"]["threads"] == 1
                                                                        for r in records.values())
     # the killed cell ran again; nothing finished was lost or run twice
-    assert started(tmp_path / "runs", "ray") == {**{cid: 1 for cid in TRAIN + EVAL}, EVAL[1]: 2}
+    assert started(tmp_path / "runs", "ray") == {TRAIN: 1, EVAL: 2}
     run = json.loads((tmp_path / "results" / "tiny" / "manifest.json").read_text())["runs"][-1]
     assert run["status"] == "complete" and run["executor"] == "ray" and run["executor_options"]["retries"] == 2
 
@@ -85,18 +92,18 @@ def test_submitit_local_runs_the_same_grid_resubmits_a_killed_job_and_commits(tm
                  ["commit", "-q", "--allow-empty", "-m", "init"]):
         git(repo, *args)
     killed = tmp_path / "killed"
-    monkeypatch.setenv(KILL_HOOK, f"{TRAIN[0]}@{killed}")  # a training job ends before writing its cell file
+    monkeypatch.setenv(KILL_HOOK, f"{EVAL}@{killed}")  # its job ends (os._exit) before writing the cell file
     runs = tmp_path / "runs"
     assert bench.main([str(grid_spec(tmp_path)), "--results", str(repo / "results"), "--runs", str(runs),
                        "--data-dir", str(data_dir), "--executor", "slurm", "--slurm-local", "--commit"]) == 0
     assert killed.exists()
     records = cell_files(repo / "results")
     assert scores(records) == scores(local_pool) and {r["executor"] for r in records.values()} == {"slurm"}
-    assert started(runs, "slurm") == {**{cid: 1 for cid in TRAIN + EVAL}, TRAIN[0]: 2}
+    assert started(runs, "slurm") == {TRAIN: 1, EVAL: 2}  # the killed job submitted again, nothing finished lost
     assert list((runs / "tiny" / "submitit").glob("*_log.out"))  # submitit's job files
-    subjects = git(repo, "log", "--format=%s").splitlines()
-    assert sorted(subjects[:-1]) == sorted(f"results: tiny {cid}" for cid in TRAIN + EVAL)  # one commit per cell
-    assert subjects.index(f"results: tiny {EVAL[0]}") < subjects.index(f"results: tiny {TRAIN[0]}")  # eval after it
+    assert git(repo, "log", "--format=%s").splitlines() == [f"results: tiny {EVAL}", f"results: tiny {TRAIN}", "init"]
+    for rev, cid in (("HEAD", EVAL), ("HEAD~1", TRAIN)):  # each commit holds its cell file only
+        assert git(repo, "show", "--name-only", "--format=", rev).split() == [f"results/tiny/cells/{cid}.json"]
 
 
 def test_executor_options_from_the_spec_profile_and_flags(tmp_path):

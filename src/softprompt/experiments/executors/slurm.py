@@ -111,6 +111,8 @@ class SlurmExecutor:
 
     def _outcome(self, j, cell_id: str, tries: int) -> Outcome | None:
         try:
+            if self.options.local and not j.paths.result_pickle.exists():  # (on a cluster, submitit waits for
+                raise RuntimeError(f"job {j.job_id} ended without a result")  # a slow shared file system)
             return j.result()
         except Exception as err:  # submitit's UncompletedJobError / FailedJobError: the job died
             reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"[:500]
