@@ -30,7 +30,8 @@ NEW = 5
 ATOL = 1e-5
 
 # every soft-prompt preset whose prompt enters at the input embeddings (id-spam moved to layer 0)
-EMBEDDING_PRESETS = [name for name, p in PRESETS.items() if p.get("producer") and p["site"]["kind"] == "embeddings"]
+EMBEDDING_PRESETS = [name for name, p in PRESETS.items() if p.get("producer") and p["site"]["kind"] == "embeddings"
+                     and p.get("backbone", "frozen") == "frozen"]  # prompt-lora: refused (tests/core/test_prompt_lora.py)
 CASES = {name: {} for name in EMBEDDING_PRESETS} | {"id-spam": {"site": {"kind": "layer", "layer": 0}}}
 REFUSED = {"prefix-tuning": ({}, "'kv'"), "p-tuning-v2": ({}, "'kv'"), "lpt": ({}, "entering layer 1"),
            "id-spam": ({}, "entering layer 1")}

@@ -15,7 +15,9 @@ from softprompt.adapter import save_adapter
 from softprompt.methods import PRESETS, method_config
 from softprompt.model import SoftPromptModel
 
-METHODS = [name for name, preset in PRESETS.items() if preset.get("producer")] + ["head-only"]  # every soft prompt
+# every soft prompt that can share the served frozen base (a method training the backbone is refused: store.check_meta)
+METHODS = [name for name, preset in PRESETS.items()
+           if preset.get("producer") and preset.get("backbone", "frozen") == "frozen"] + ["head-only"]
 TEXTS = ["a gripping, beautifully acted film", "dull", "not bad at all, really",
          "the plot goes nowhere and the jokes fall flat", "ok", "I would watch it again tomorrow"]
 

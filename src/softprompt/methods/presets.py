@@ -24,6 +24,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "idpg": {"producer": {"kind": "idpg"}, "site": {"kind": "embeddings"}},
     "cartridge": {"producer": {"kind": "cartridge", "num_tokens": 16, "frozen_tokens": 1, "init": "prefill",
                                "init_text": CARTRIDGE_TEXT}, "site": {"kind": "kv"}},
+    "prompt-lora": {"producer": {"kind": "static", "init": "vocab"}, "site": {"kind": "embeddings"}, "backbone": "lora"},
     # baselines
     "full-finetune": {"producer": None, "backbone": "full"},
     "lora": {"producer": None, "backbone": "lora"},
