@@ -12,9 +12,11 @@ import torch
 
 from softprompt.commands import bench
 from softprompt.errors import ConfigError
-from softprompt.experiments import load_spec, run_grid
-from softprompt.experiments.cell_run import KILL_HOOK
+from softprompt.experiments import expand, load_spec, run_grid
+from softprompt.experiments.cell_run import KILL_HOOK, Outcome
 from softprompt.experiments.executor_options import resolve
+from softprompt.experiments.executors import Waiting
+from softprompt.experiments.store import Store
 
 from tests.experiments.helpers import tiny_spec
 
@@ -130,3 +132,21 @@ def test_executor_option_errors_name_the_flag_in_one_line_exit_2(tmp_path, data_
                        *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_a_cell_waits_for_its_source_and_fails_with_it(tmp_path, data_dir):
+    spec = grid_spec(tmp_path)
+    cells = expand(spec, "quick", data_dir)
+    store = Store("tiny", tmp_path / "results", tmp_path / "runs")
+    waiting = Waiting(cells, store)
+    ready, dropped = waiting.release(0)
+    assert [c.id for c in ready] == [TRAIN] and not dropped  # the evaluation waits for its training
+    assert waiting.release(1) == ([], [])
+    waiting.settle(Outcome(TRAIN, "failed", reason="boom"))
+    assert waiting.release(0) == ([], [Outcome(EVAL, "failed", reason=f"needs {TRAIN}, which failed")])
+    assert not waiting
+    # a source neither finished nor part of this run: the same rule as the local pool's
+    ready, dropped = Waiting([cells[1]], store).release(0)
+    assert not ready and dropped[0].reason == f"needs {TRAIN}, which is neither finished nor part of this run"
+    store.write({"cell": TRAIN, "score": 50.0})
+    assert Waiting([cells[1]], store).release(0) == ([cells[1]], [])  # finished earlier (a committed cell file)

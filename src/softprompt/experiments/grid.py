@@ -15,7 +15,8 @@ Layout (store.py): a finished cell is one small JSON file, results/<profile>/<sp
 metrics.jsonl) is runs/<profile>/<spec>/<id>/run/ (git-ignored). A cell interrupted mid-training
 continues from its last checkpoint. results/<profile>/<spec>/ also holds manifest.json (spec,
 profile, every bench invocation with command, commit, machine, times) and skipped.json (cells
-that cannot run here and why); runs/<profile>/<spec>/bench.log is the log. Workers: workers.py.
+that cannot run here and why); runs/<profile>/<spec>/bench.log is the log. Workers: workers.py;
+where cells run (--executor local|ray|slurm): executors/.
 """
 
 from __future__ import annotations

@@ -30,8 +30,9 @@ class Waiting:
     def __bool__(self) -> bool:
         return bool(self.left)
 
-    def release(self) -> tuple[list[Cell], list[Outcome]]:
-        """(cells that can run now, outcomes of cells that never will)."""
+    def release(self, in_flight: int) -> tuple[list[Cell], list[Outcome]]:
+        """(cells that can run now, outcomes of cells that never will); with nothing in flight and nothing
+        ready, whatever still waits never will."""
         ready, dropped, keep = [], [], []
         for c in self.left:
             if c.needs is None or self.store.finished(c.needs):
@@ -42,6 +43,9 @@ class Waiting:
                 self.failed.add(c.id)
             else:
                 keep.append(c)
+        if keep and not ready and not in_flight:
+            dropped += [Outcome(c.id, "failed", reason=f"needs {c.needs}, which did not finish") for c in keep]
+            keep = []
         self.left = keep
         ready.sort(key=lambda c: c.needs is None)  # stable: evaluations of finished sources first
         return ready, dropped

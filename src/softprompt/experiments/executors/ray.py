@@ -53,7 +53,7 @@ class RayExecutor:
             shared = ray.put(run_cell)
             waiting = Waiting(cells, run_cell.job.store)
             while waiting or pending:
-                ready, dropped = waiting.release()
+                ready, dropped = waiting.release(len(pending))
                 for outcome in dropped:
                     yield outcome
                 for cell in ready:

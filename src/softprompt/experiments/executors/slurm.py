@@ -85,7 +85,7 @@ class SlurmExecutor:
         pending: dict[Any, tuple[str, int]] = {}  # submitit job -> (cell id, submissions so far)
         try:
             while waiting or queue or pending:
-                ready, dropped = waiting.release()
+                ready, dropped = waiting.release(len(pending) + len(queue))
                 yield from dropped
                 queue += [(c.id, 0) for c in ready]
                 room = len(queue) if at_once is None else max(0, at_once - len(pending))
