@@ -7,6 +7,7 @@ needs, every value is finite, and the base model's weights fingerprint matches.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import struct
@@ -141,6 +142,8 @@ def load_adapter(directory: str | os.PathLike, backbone=None, *, check_base: boo
         method = method_from_dict(meta["method"])
     except ValueError as err:
         raise AdapterError(f"{directory / META}: field 'method': {err}") from None
+    if method.producer is not None:  # the saved weights replace the init: skip one that reads other files
+        method = dataclasses.replace(method, producer=method.producer.for_loading())
     model = SoftPromptModel(backbone, method, int(meta["num_labels"]), bool(meta.get("is_regression")),
                             meta.get("label_words") or None, generative=bool(meta.get("generative")))
     if meta.get("folded"):

@@ -36,6 +36,11 @@ class ProducerConfig:
         """Fill settings that depend on the run (e.g. DePT sizes A by the input length)."""
         return self
 
+    def for_loading(self) -> "ProducerConfig":
+        """This config for rebuilding a saved adapter, whose weights replace the init: an init that reads
+        other files (SPoT's source adapters) is dropped, so a saved adapter never needs them."""
+        return self
+
 
 class Producer(nn.Module):
     """Facts about a producer live here, on its class (the registry, trainer and interop read them)."""

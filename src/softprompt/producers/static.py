@@ -13,6 +13,8 @@ Initialisation (`init`, prompts in embedding space only, Lester et al. Sec. 3.2)
           repeats the label words instead). `label_words` is filled by the caller from the
           task's verbalizer (in label order).
   text    the tokens of `init_text`, repeated to fill t.
+  transfer  SPoT (Vu et al. 2022): the prompt of a source-task adapter (`init_from`); with several, the one
+          most similar to `transfer_query`'s prompt by SPoT's task similarity (producers/transfer.py).
 At key/value sites (P-Tuning v2) vocab, labels and text take the keys/values the frozen model computes
 for those words at every prefixed layer (`Site.word_vectors`; Li & Liang 2021, Sec. 7.2 "activations of
 real words"), so a prefix from a text starts out as that text written before the input.
@@ -20,6 +22,7 @@ real words"), so a prefix from a text starts out as that text written before the
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,6 +31,7 @@ from torch import nn
 
 from softprompt.errors import ConfigError
 from softprompt.producers.base import Producer, ProducerConfig, ProducerInput
+from softprompt.producers.transfer import Similarity, transfer_prompt
 
 VOCAB_SAMPLE = 5000  # Lester et al.: the 5,000 most common tokens
 WORD_MARKERS = ("Ġ", "▁", "##", "Ċ")  # word-boundary / continuation marks of BPE, SentencePiece, WordPiece
@@ -53,7 +57,19 @@ class WordInitConfig(ProducerConfig):
 
 @dataclass
 class StaticConfig(WordInitConfig):
+    init: Literal["random", "vocab", "labels", "text", "transfer"] = "random"
     init_std: float = 0.02
+    init_from: list[str] | None = None  # init "transfer" (SPoT): adapter folders of prompts trained on source tasks
+    transfer_query: str | None = None  # the target task's prompt (a short tuning run) that retrieval compares with
+    similarity: Similarity = "average_tokens"  # SPoT's task similarity (producers.transfer)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.init == "transfer" and not self.init_from:
+            raise ValueError("init_from: init 'transfer' needs the adapter folders of the source prompts")
+
+    def for_loading(self) -> "StaticConfig":
+        return dataclasses.replace(self, init="random") if self.init == "transfer" else self
 
 
 class StaticPrompt(Producer):
@@ -70,7 +86,11 @@ class StaticPrompt(Producer):
 
     @torch.no_grad()
     def init_from_words(self, words, tokenizer) -> None:
-        values = word_values(self.cfg, words, tokenizer)
+        if self.cfg.init == "transfer":
+            cfg = self.cfg
+            values = transfer_prompt(cfg.init_from, cfg.transfer_query, cfg.similarity, tuple(self.prompt.shape))
+        else:
+            values = word_values(self.cfg, words, tokenizer)
         if values is not None:
             self.prompt.copy_(values.to(self.prompt.dtype))
 
