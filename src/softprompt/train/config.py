@@ -78,6 +78,10 @@ class TrainConfig:
         "recompute layer activations in the backward pass (less memory, slower)"))
     mixed_precision: Literal["no", "bf16", "fp16"] = option("no", help=(
         "autocast precision for training (bf16 on recent GPUs; no: float32)"))
+    fsdp: bool = option(False, help=(
+        "shard the frozen base across the processes of `accelerate launch`/`torchrun` with accelerate's FSDP2 "
+        "(each transformer layer its own shard group; the prompt and heads stay replicated, fp32; "
+        "the frozen-state cache is off); for bases larger than one device"))
     checkpoint_every: int = option(100, unit="optimizer steps", help=(
         "save a resumable checkpoint every this many steps; 0: only at evaluations"))
     keep_checkpoints: int = option(2, unit="checkpoints", help="keep this many of the latest checkpoints (>= 1)")

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from softprompt.errors import SoftPromptError
 from softprompt.train.batches import Encoded, batch_order, collate
 from softprompt.train.config import TrainConfig
+from softprompt.train.sharding import average_trainable_grads, fsdp_plugin, set_cpu_fsdp, is_fsdp
 
 
 class TrainingDiverged(SoftPromptError):
@@ -38,12 +39,17 @@ def early_stop(patience: int | None, bad_evals: int, improved: bool) -> bool:
 
 
 def make_accelerator(cfg: TrainConfig, run_dir: str | Path) -> Accelerator:
-    """Device placement, autocast (`mixed_precision`) and DDP for one run; gradient accumulation is `fit`'s."""
+    """Device placement, autocast (`mixed_precision`), DDP or FSDP (`cfg.fsdp`) for one run; gradient
+    accumulation is `fit`'s."""
     AcceleratorState._reset_state()  # a new run in the same process may change mixed precision
     # torchrun on a machine without GPUs: accelerate only uses WORLD_SIZE on CPU when asked to (gloo)
     cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return Accelerator(cpu=cpu_ddp, mixed_precision=cfg.mixed_precision,
-                       log_with="tensorboard" if cfg.tensorboard else None, project_dir=str(run_dir))
+    plugin = fsdp_plugin() if cfg.fsdp else None
+    accelerator = Accelerator(cpu=cpu_ddp, mixed_precision=cfg.mixed_precision, fsdp_plugin=plugin,
+                              log_with="tensorboard" if cfg.tensorboard else None, project_dir=str(run_dir))
+    if cpu_ddp:
+        set_cpu_fsdp(accelerator, plugin)
+    return accelerator
 
 
 def new_progress() -> dict[str, Any]:
@@ -150,6 +156,8 @@ def _micro_step(cfg: TrainConfig, loop: Loop, global_batch: list[int], sync: boo
         scaled = loss * weight if weight != 1 else loss
         acc.backward(scaled / cfg.grad_accum if cfg.grad_accum > 1 else scaled)
     if sync:
+        if is_fsdp(acc):  # the replicated prompt and heads: FSDP2 leaves their gradients to us
+            average_trainable_grads(acc, [p for group in loop.optimizer.param_groups for p in group["params"]])
         if cfg.max_grad_norm:
             acc.clip_grad_norm_(loop.model.parameters(), cfg.max_grad_norm)
         loop.optimizer.step()

@@ -31,6 +31,7 @@ from softprompt.train.config import TrainConfig
 from softprompt.train.data import encode_rows, load_reported, load_run_data
 from softprompt.train.evaluate import padding_side, score
 from softprompt.train.loop import Loop, TrainingDiverged, early_stop, fit, make_accelerator
+from softprompt.train.sharding import is_fsdp, plan_sharding
 from softprompt.train.optim import OptimizerSettings, build_optimizer, build_schedule, optimizer_steps
 from softprompt.train.state_cache import StateCache
 
@@ -79,6 +80,10 @@ class Trainer:
             raise ConfigError(f"max_length: {cfg.max_length} text tokens do not fit {cfg.backbone} with this prompt "
                               f"(its positions less the prompt's leave {capacity}); use max_length <= {capacity}")
         self._build_optimizer()
+        if is_fsdp(self.accelerator):
+            counts = plan_sharding(self.accelerator, self.model)
+            self.log(f"fsdp: {counts['sharded']:,} base parameters sharded across {self.accelerator.num_processes} "
+                     f"processes, {counts['whole']:,} kept whole on each")
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.cache = self._build_cache()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +117,9 @@ class Trainer:
     def _build_cache(self) -> StateCache | None:
         cfg, model = self.cfg, self.unwrapped
         if cfg.cache == "none" or model.boundary == 0 or cfg.epochs == 1:
+            return None
+        if cfg.fsdp:  # the cache runs the layers outside the sharded model's own forward
+            self.log("fsdp: the frozen-state cache is off (cache: none)")
             return None
         return StateCache(int(cfg.cache_max_gb * 2**30))
 
