@@ -18,6 +18,7 @@ FLAGS: dict[str, dict] = {
     "generation_batching": {"choices": ["mixed", "per-adapter"]}, "adapter_memory_mb": {"type": float},
     "max_tokens_limit": {"type": int}, "max_gen_queue": {"type": int}, "threads": {"type": int}, "device": {},
     "graceful_timeout": {"type": float}, "retry_after_s": {"type": int},
+    "replicas": {"type": int},
 }
 
 
@@ -55,6 +56,8 @@ def run(args) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_args(args)
     settings.validate()
+    if settings.replicas > 1:
+        return run_replicas(settings)
     if settings.threads:
         torch.set_num_threads(settings.threads)
     backbone = load_backbone(settings.base, device=settings.device)
@@ -68,6 +71,18 @@ def run(args) -> int:
         limit_concurrency=settings.max_queue + settings.max_batch + 256,
     )
     draining_server(app, settings.graceful_timeout)(config).run()
+    return 0
+
+
+def run_replicas(settings) -> int:
+    """--replicas N > 1: N servers behind one endpoint on Ray Serve (softprompt.serve.replicas)."""
+    from softprompt.errors import ConfigError
+
+    try:
+        from softprompt.serve.replicas import serve_replicas
+    except ImportError as err:
+        raise ConfigError(f"--replicas {settings.replicas} needs Ray Serve: pip install 'softprompt[ray]' ({err})")
+    serve_replicas(settings)
     return 0
 
 

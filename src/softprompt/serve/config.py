@@ -47,6 +47,9 @@ class ServeSettings:
     max_tokens_limit: int = option(4096, help="largest max_tokens a generation request may ask for", unit="tokens")
     max_gen_queue: int | None = option(None, help="generation requests waiting to join the decode batch",
                                        unit="requests", unset="max_queue")
+    replicas: int = option(1, help="server replicas behind the one endpoint, on Ray Serve (needs softprompt[ray]): "
+                           "an adapter's requests go to the replica that has it loaded, new adapters to the "
+                           "least loaded; 1 = one process, no Ray", unit="replicas")
 
     def validate(self) -> None:
         positive = {"max_batch": self.max_batch, "max_queue": self.max_queue, "max_body_bytes": self.max_body_bytes,
@@ -66,6 +69,8 @@ class ServeSettings:
             raise ConfigError(f"--max-tokens-limit must be >= 1, got {self.max_tokens_limit}")
         if self.max_gen_queue is not None and self.max_gen_queue < 1:
             raise ConfigError(f"--max-gen-queue must be >= 1, got {self.max_gen_queue}")
+        if self.replicas < 1:
+            raise ConfigError(f"--replicas must be >= 1, got {self.replicas}")
         if self.protect_reads and not self.token():
             raise ConfigError(f"--protect-reads needs a token: set the environment variable ${self.token_env}")
 
