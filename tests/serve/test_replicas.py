@@ -148,19 +148,25 @@ async def stream_outcome(client: httpx.AsyncClient, url: str, name: str, started
     return replica, outcome
 
 
-async def kill_under_load(url: str, victim: str) -> list[tuple[str, str]]:
+async def kill_under_load(url: str, victim: str) -> tuple[list[tuple[str, str]], httpx.Response]:
+    """Streams for every FRESH adapter and one non-streamed request for FRESH[0] (on `victim`) in flight,
+    then the victim's actor killed: (each stream's outcome, the non-streamed answer)."""
     async with httpx.AsyncClient(timeout=httpx.Timeout(60.0)) as client:
         started = [asyncio.Event() for _ in FRESH]
         tasks = [asyncio.create_task(stream_outcome(client, url, name, ev)) for name, ev in zip(FRESH, started)]
+        body = {"model": FRESH[0], "prompt": "once upon a time", "max_tokens": 400, "temperature": 0,
+                "ignore_eos": True}
+        plain = asyncio.create_task(client.post(url + "/v1/completions", json=body))
         await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in started)), 60)
         ray.kill(replica_actor(victim), no_restart=True)
-        return await asyncio.wait_for(asyncio.gather(*tasks), 90)
+        return await asyncio.wait_for(asyncio.gather(*tasks), 90), await asyncio.wait_for(plain, 90)
 
 
 def test_a_replica_killed_under_load_loses_only_its_streams_and_is_replaced(replicas):
     homes = {name: home_of(replicas, name) for name in FRESH}
     victim = homes[FRESH[0]]
-    outcomes = asyncio.run(kill_under_load(replicas, victim))
+    outcomes, plain = asyncio.run(kill_under_load(replicas, victim))
+    assert plain.status_code == 503 and plain.json()["error"]["code"] == "replica_failed"
     for name, (replica, outcome) in zip(FRESH, outcomes):
         assert replica == homes[name]
         assert outcome == ("error" if replica == victim else "done"), (name, replica, outcome)

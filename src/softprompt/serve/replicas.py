@@ -11,7 +11,9 @@ adapter name from the JSON body (`model` on the OpenAI routes, `adapter` on clas
 the replicas with `multiplexed_model_id=name`: Ray Serve's model multiplexing sends an adapter's requests
 to the replica that has it loaded and a new adapter to a replica with the fewest; requests without an
 adapter (the base model, listings, health) go to any replica. Adapters are still read lazily, per replica,
-by that replica's store. Streamed answers (SSE) pass through as they come.
+by that replica's store. Streamed answers (SSE) pass through as they come. Affinity is Ray's: a replica
+reports its new routing keys every 0.1 s, so the first requests for a new adapter sent within that window
+may land on two replicas (both then serve it), and a replica at max_ongoing_requests sheds to another.
 
 A replica that dies loses only its in-flight requests: their clients get 503 (OpenAI error body), or in
 a stream already started an SSE error event, and Ray Serve starts a replacement. Adapters are managed
