@@ -22,8 +22,9 @@ from tests.experiments.helpers import tiny_spec
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="Ray is not installed: pip install 'softprompt[ray]' (make install does)")
-needs_submitit = pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
-                                    reason="submitit is not installed: pip install 'softprompt[slurm]' (make install does)")
+needs_submitit = pytest.mark.skipif(
+    importlib.util.find_spec("submitit") is None,
+    reason="submitit is not installed: pip install 'softprompt[slurm]' (make install does)")
 
 # a training cell and an evaluation that needs its adapter (each cell in a fresh process costs seconds here)
 TRAIN, EVAL = "prompt-tuning_sst2_tiny-bert_s0", "prompt-tuning_sst2_tiny-bert_s0__fpb-binary-test"

@@ -41,7 +41,7 @@ def add_executor_arguments(parser) -> None:
         "pip install 'softprompt[ray]') or slurm (a Slurm job per cell through submitit, in job arrays; "
         "pip install 'softprompt[slurm]'). Options not given here come from the spec's `executors:` block")
     group.add_argument("--executor", default="local", choices=["local", "ray", "slurm"],
-                       help="local: --workers processes here; ray: one Ray task per cell; slurm: one Slurm job per cell")
+                       help="local: --workers processes here; ray: a Ray task per cell; slurm: a Slurm job per cell")
     group.add_argument("--address", default=None,
                        help="ray: address of a running cluster (auto, ray://HOST:10001); default: start a local "
                             "Ray runtime for this grid")
@@ -73,11 +73,11 @@ EXECUTOR_FLAGS = ("address", "local_cpus", "cpus", "gpus", "retries", "local", "
 
 
 def _executor_flags(args) -> dict:
+    """Executor options given as flags (None: not given); whole CPU/GPU counts as ints (Slurm takes no fractions)."""
     flags = {name: getattr(args, name, None) for name in EXECUTOR_FLAGS}
-    if flags["cpus"] is not None and (args.executor == "slurm" or float(flags["cpus"]).is_integer()):
-        flags["cpus"] = int(flags["cpus"]) if float(flags["cpus"]).is_integer() else flags["cpus"]
-    if flags["gpus"] is not None and float(flags["gpus"]).is_integer():
-        flags["gpus"] = int(flags["gpus"])
+    for key in ("cpus", "gpus"):
+        if flags[key] is not None and float(flags[key]).is_integer():
+            flags[key] = int(flags[key])
     return flags
 
 

@@ -100,7 +100,7 @@ class CellRun:
     def __call__(self, cell_id: str) -> Outcome:
         if Path(self.cwd).is_dir():
             os.chdir(self.cwd)
-        _limit_threads(self.threads)
+        limit_threads(self.threads)
         job, store, cell = self.job, self.job.store, self.cells[cell_id]
         logger = Log(store.work_dir / "bench.log", None)  # the submitting process echoes each outcome
         if store.stop_requested():
@@ -127,7 +127,8 @@ class CellRun:
         return runner
 
 
-def _limit_threads(n: int) -> None:
+def limit_threads(n: int) -> None:
+    """n BLAS/OpenMP threads and n torch threads in this process."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
     import torch

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from softprompt.experiments.cell_run import run_one
+from softprompt.experiments.cell_run import limit_threads, run_one
 from softprompt.experiments.claims import Claim
 from softprompt.experiments.cells import Cell, Log
 from softprompt.experiments.spec import Spec
@@ -42,11 +42,7 @@ class Job:
 
 def one_thread() -> None:
     """Initializer of a worker process: one BLAS/OpenMP thread and one torch thread."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = "1"
-    import torch
-
-    torch.set_num_threads(1)
+    limit_threads(1)
 
 
 def run_workers(job: Job, workers: int = 1, log: Callable[[str], Any] | None = print) -> list[dict]:
