@@ -42,29 +42,29 @@ def add_executor_arguments(parser) -> None:
         "pip install 'softprompt[slurm]'). Options not given here come from the spec's `executors:` block")
     group.add_argument("--executor", default="local", choices=["local", "ray", "slurm"],
                        help="local: --workers processes here; ray: a Ray task per cell; slurm: a Slurm job per cell")
-    group.add_argument("--address", default=None,
+    group.add_argument("--address", default=None, metavar="ADDRESS",
                        help="ray: address of a running cluster (auto, ray://HOST:10001); default: start a local "
                             "Ray runtime for this grid")
-    group.add_argument("--ray-cpus", dest="local_cpus", type=int, default=None,
+    group.add_argument("--ray-cpus", dest="local_cpus", type=int, default=None, metavar="N",
                        help="ray: CPUs of the local runtime started here (default: every core)")
-    group.add_argument("--cpus-per-cell", dest="cpus", type=float, default=None,
+    group.add_argument("--cpus-per-cell", dest="cpus", type=float, default=None, metavar="N",
                        help="ray/slurm: CPUs of each cell, also its torch threads (default: 1)")
-    group.add_argument("--gpus-per-cell", dest="gpus", type=float, default=None,
+    group.add_argument("--gpus-per-cell", dest="gpus", type=float, default=None, metavar="N",
                        help="ray/slurm: GPUs of each cell (default: 0)")
-    group.add_argument("--retries", type=int, default=None,
+    group.add_argument("--retries", type=int, default=None, metavar="N",
                        help="ray/slurm: times a cell whose process died is run again (default: 2)")
     group.add_argument("--slurm-local", dest="local", action="store_const", const=True, default=None,
                        help="slurm: run the jobs through submitit's local executor, here, without a cluster "
                             "(the same code path; default: off)")
     group.add_argument("--partition", default=None, help="slurm: partition (default: the cluster's default)")
-    group.add_argument("--time-min", dest="time_min", type=int, default=None,
+    group.add_argument("--time-min", dest="time_min", type=int, default=None, metavar="MIN",
                        help="slurm: time limit of each cell's job in minutes (default: 60)")
-    group.add_argument("--mem-gb", dest="mem_gb", type=float, default=None,
+    group.add_argument("--mem-gb", dest="mem_gb", type=float, default=None, metavar="GB",
                        help="slurm: memory of each cell's job (default: the partition's)")
-    group.add_argument("--parallel", type=int, default=None,
+    group.add_argument("--parallel", type=int, default=None, metavar="N",
                        help="slurm: cells running at once (array parallelism; default: Slurm's, or cores / CPUs "
                             "per cell with --slurm-local)")
-    group.add_argument("--slurm-folder", dest="folder", default=None,
+    group.add_argument("--slurm-folder", dest="folder", default=None, metavar="DIR",
                        help="slurm: submitit's job files and logs (default: RUNS/<spec>/submitit)")
 
 
