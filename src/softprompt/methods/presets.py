@@ -24,6 +24,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "idpg": {"producer": {"kind": "idpg"}, "site": {"kind": "embeddings"}},
     "cartridge": {"producer": {"kind": "cartridge", "num_tokens": 16, "frozen_tokens": 1, "init": "prefill",
                                "init_text": CARTRIDGE_TEXT}, "site": {"kind": "kv"}},
+    "attempt": {"producer": {"kind": "attempt", "num_tokens": 10, "placeholder_sources": 2},
+                "site": {"kind": "embeddings"}},
     "prompt-lora": {"producer": {"kind": "static", "init": "vocab"}, "site": {"kind": "embeddings"}, "backbone": "lora"},
     # baselines
     "full-finetune": {"producer": None, "backbone": "full"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from softprompt.producers.attempt import AttemptConfig, AttemptPromptGenerator
 from softprompt.producers.attention import AttentionConfig, AttentionPromptGenerator
 from softprompt.producers.base import Producer, ProducerConfig, ProducerInput
 from softprompt.producers.cartridge import CartridgeConfig, CartridgePrompt
@@ -33,5 +34,6 @@ register(AttentionPromptGenerator)
 register(PooledPromptGenerator)
 register(IDPGPromptGenerator)
 register(CartridgePrompt)
+register(AttemptPromptGenerator)
 
 __all__ = ["PRODUCERS", "Producer", "ProducerConfig", "ProducerInput", "register"]
