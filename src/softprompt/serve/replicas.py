@@ -43,7 +43,9 @@ log = logging.getLogger("softprompt.serve")
 
 REPLICA_HEADER = "x-softprompt-replica"
 ADAPTERS_PER_REPLICA = 100_000  # Ray's per-replica routing keys; the memory budget is the store's (adapter_memory_mb)
-HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"}
+# not forwarded (either way): per-connection headers, and accept-encoding so that answers pass through unencoded
+HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "date", "server",
+               "accept-encoding"}
 START_TIMEOUT_S = 300.0
 
 
@@ -216,10 +218,12 @@ def build_application(settings: ServeSettings):
     """The Serve application: Router -> settings.replicas Replicas (CPU threads and GPUs as the settings say)."""
     in_flight = settings.max_queue + settings.max_batch  # each replica's own queues answer 503 beyond this
     gpus = 1 if (settings.device or "").startswith("cuda") else 0
+    actor = {"num_cpus": settings.threads or 1, "num_gpus": gpus}
+    if settings.token():  # the replicas check the token themselves (on a cluster they do not share our environment)
+        actor["runtime_env"] = {"env_vars": {settings.token_env: settings.token()}}
     replicas = Replica.options(
         num_replicas=settings.replicas, max_ongoing_requests=in_flight,
-        graceful_shutdown_timeout_s=settings.graceful_timeout,
-        ray_actor_options={"num_cpus": settings.threads or 1, "num_gpus": gpus},
+        graceful_shutdown_timeout_s=settings.graceful_timeout, ray_actor_options=actor,
     ).bind(dataclasses.replace(settings, replicas=1))
     return Router.options(max_ongoing_requests=in_flight * settings.replicas,
                           ray_actor_options={"num_cpus": 0}).bind(replicas)
