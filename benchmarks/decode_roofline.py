@@ -62,6 +62,8 @@ def matmuls_alone_s(model, rows: int, reps: int = 5) -> float:
             start = time.perf_counter()
             for x, w in zip(inputs, weights):
                 torch.nn.functional.linear(x, w)
+            if weights[0].is_cuda:
+                torch.cuda.synchronize()
             best = min(best, time.perf_counter() - start)
     return best
 
@@ -87,11 +89,18 @@ def main() -> int:
     parser.add_argument("--adapters", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="where the base decodes (cpu, cuda); the roofline is that "
+                        "device's matmul rate in the base's dtype (on CUDA, n = 4096 matrices)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "decode_roofline"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    bb = load_backbone(args.base)
+    bb = load_backbone(args.base, device=args.device)
+    cuda = args.device.startswith("cuda")
+    dtype = next(bb.model.parameters()).dtype
+
+    def device_rate() -> float:
+        return matmul_rate(4096, 50, args.device, dtype) if cuda else matmul_rate()
     tok = bb.tokenizer
     n = step_params(bb.model)
     methods = ("prompt-tuning", "prefix-tuning", "id-spam")
@@ -102,12 +111,12 @@ def main() -> int:
     engine = GenerationEngine(bb, max_batch=args.streams).start()
     try:
         run(engine, [None], tok, args.streams, 8)  # warm up
-        rate = matmul_rate()
+        rate = device_rate()
         base = max((run(engine, [None], tok, args.streams, args.new_tokens) for _ in range(args.repeats)),
                    key=lambda r: r["decode_tok_s"])
         mixed = max((run(engine, adapters, tok, args.streams, args.new_tokens) for _ in range(args.repeats)),
                     key=lambda r: r["decode_tok_s"]) if adapters else None
-        rate = max(rate, matmul_rate())
+        rate = max(rate, device_rate())
         alone = matmuls_alone_s(bb.model, args.streams)
     finally:
         engine.stop()
@@ -115,16 +124,17 @@ def main() -> int:
     result = {"base": args.base, "streams": args.streams, "new_tokens": args.new_tokens, "step_params": n,
               "matmul_gflops": rate / 1e9, "roofline_tok_s": roof, "base_run": base, "mixed_run": mixed,
               "decode_fraction": base["decode_tok_s"] / roof, "end_to_end_fraction": base["tok_s"] / roof,
-              "threads": torch.get_num_threads(), "machine": f"{platform.machine()}, torch {torch.__version__}"}
+              "threads": torch.get_num_threads(), "machine": f"{platform.machine()}, torch {torch.__version__}",
+              "device": torch.cuda.get_device_name(torch.device(args.device)) if cuda else "cpu"}
     result["matmuls_alone_tok_s"] = args.streams / alone  # the step's matmuls at their own shapes, nothing else
     result["decode_over_matmuls_alone"] = base["decode_tok_s"] / result["matmuls_alone_tok_s"]
     if mixed:
         result["mixed_over_base"] = mixed["decode_tok_s"] / base["decode_tok_s"]
     Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"# decode vs matmul roofline ({args.base})", "",
+    lines = [f"# decode vs matmul roofline ({args.base}, device {result['device']})", "",
              f"`python benchmarks/decode_roofline.py {' '.join(sys.argv[1:])}` on {result['machine']}, "
-             f"{result['threads']} threads, {time.strftime('%Y-%m-%d')}.", "",
-             f"- step parameters N = {n / 1e6:.1f} M; fp32 matmul rate {rate / 1e9:.1f} GFLOP/s -> roofline "
+             f"{result['threads']} threads, device {result['device']}, {time.strftime('%Y-%m-%d')}.", "",
+             f"- step parameters N = {n / 1e6:.1f} M; {str(dtype).replace('torch.', '')} matmul rate {rate / 1e9:.1f} GFLOP/s -> roofline "
              f"{roof:.0f} tokens/s (2·N·B FLOPs per step of B rows)",
              f"- base, {args.streams} streams x {args.new_tokens} tokens: decode {base['decode_tok_s']:.0f} tokens/s = "
              f"**{result['decode_fraction']:.0%} of the roofline**; end to end (prefill included) "

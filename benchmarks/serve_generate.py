@@ -243,9 +243,9 @@ def write_report(out: Path, args, rows: list[dict]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/serve_generate.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
-    if torch.cuda.is_available():
-        machine += f", {torch.cuda.get_device_name(0)}"
-    lines = [f"# serve generation benchmark ({args.base})", "",
+    device = args.device or "cpu"  # the server loads the base where it is (cpu) unless told
+    machine += f", device {torch.cuda.get_device_name(torch.device(device)) if device.startswith('cuda') else device}"
+    lines = [f"# serve generation benchmark ({args.base}, {machine.rsplit(', ', 1)[1]})", "",
              f"`{command}` on {machine}, {time.strftime('%Y-%m-%d')}.", "",
              f"{args.streams} concurrent streams, {args.new_tokens} new tokens each (greedy, eos ignored), "
              f"{args.requests} requests per run (at most {args.time_limit:.0f} s), adapters: untrained prompt tuning / "

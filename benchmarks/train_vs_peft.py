@@ -7,7 +7,7 @@ Decoder mode: prompt tuning and prefix tuning (10 tokens; prefix through a 512-w
 as experiments/e2e.yaml) on E2E with the LM loss on target tokens only, softprompt (logits at target
 positions only) vs peft PROMPT_TUNING / PREFIX_TUNING CAUSAL_LM (logits at every position), same batches
 (`encode_generation` rows in `batch_order`), one epoch, gradient checkpointing off then on for both,
-`--dtype bf16` for a bf16 base; training samples/s, peak RSS per subprocess and BLEU on unseen test
+`--dtype bf16` for a bf16 base, `--device cuda` on a GPU (peak GPU memory reported too); training samples/s, peak RSS per subprocess and BLEU on unseen test
 MRs (`--bleu-limit`). Goal (issue #24): >= 1.2x peft's speed, <= 0.8x its peak memory. Writes
 benchmarks/results/train_vs_peft_decoder_<backbone>[_bf16].{json,md}.
 
@@ -134,7 +134,7 @@ def decoder_worker(args) -> dict:
     preset, (peft_type, peft_extra), lr = DECODER_METHODS[method]
     torch.manual_seed(0)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    bb = load_backbone(args.backbone, dtype=dtype)
+    bb = load_backbone(args.backbone, dtype=dtype, device=args.device)
     tok, task = bb.tokenizer, get_task("e2e")
     train = encode_generation(tok, task, load_split(task, "train", args.data_dir, args.train_limit, 0),
                               args.max_length, bb.kind)
@@ -160,9 +160,12 @@ def decoder_worker(args) -> dict:
     batches = batch_order(train.lengths, args.batch_size, 0, 0, True, True)
     sched = get_linear_schedule_with_warmup(opt, int(0.06 * len(batches)), len(batches))
     model.train()
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     seen, losses, t0 = 0, [], time.perf_counter()
     for idx in batches:
-        b = collate(train, idx, tok.pad_token_id, side)
+        b = {k: v.to(args.device) for k, v in collate(train, idx, tok.pad_token_id, side).items()}
         loss = loss_of(b)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -170,13 +173,14 @@ def decoder_worker(args) -> dict:
         sched.step()
         opt.zero_grad()
         seen += len(idx)
-        losses.append(float(loss.detach()))
+        losses.append(float(loss.detach()))  # a sync per step on CUDA: both libraries pay it
     train_sps = seen / (time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # training's peak, before decoding
+    peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
     model.eval()
     bleu = decoder_bleu(args, model, bb, task) if args.bleu_limit else None
     return {"library": args.library, "checkpointing": checkpointing, "method": method, "dtype": args.dtype,
-            "train_samples_per_s": train_sps, "peak_rss_mb": peak, "first_loss": losses[0], "last_loss": losses[-1],
+            "train_samples_per_s": train_sps, "peak_rss_mb": peak, "peak_gpu_mb": peak_gpu, "first_loss": losses[0], "last_loss": losses[-1],
             "steps": len(batches), "trainable_params": sum(p.numel() for p in params), "bleu": bleu}
 
 
@@ -193,7 +197,7 @@ def decoder_bleu(args, model, bb, task) -> float:
     predictions = []
     with torch.no_grad():
         for src in enc.sources:  # one unpadded source at a time: both libraries see the same input
-            ids = torch.tensor([src])
+            ids = torch.tensor([src], device=args.device)
             if args.library == "softprompt":
                 out = model.generate_text(ids, torch.ones_like(ids), max_new_tokens=40, stop=["\n"])
                 predictions.append(out.texts[0])
@@ -211,11 +215,13 @@ def run_decoder(args, flags: list[str]) -> None:
     rows = []
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     command = "python benchmarks/train_vs_peft.py " + " ".join(flags)
-    meta = {"command": command, "commit": commit, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+    device = torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") else args.device
+    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, device {device}"
+    meta = {"command": command, "commit": commit, "machine": machine, "device": args.device,
             "torch": torch.__version__, "peft": peft.__version__}
     name = f"train_vs_peft_decoder_{args.backbone}" + ("" if args.dtype == "fp32" else f"_{args.dtype}")
     for method in args.methods.split(","):
-        for variant in DECODER_VARIANTS:
+        for variant in args.variants.split(","):
             for library in ("softprompt", "peft"):  # alternated
                 job = f"{method}:{variant}"
                 try:
@@ -234,33 +240,39 @@ def run_decoder(args, flags: list[str]) -> None:
 
 def write_decoder_results(args, meta: dict, name: str, rows: list[dict]) -> str:
     out = Path(__file__).parent / "results"
+    if args.out:  # a path stem: <out>.json and <out>.md
+        out, name = Path(args.out).parent, Path(args.out).name
+        out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = [f"# softprompt vs peft, decoder soft prompts on E2E ({args.backbone}, {args.dtype}, batch {args.batch_size})",
+    lines = [f"# softprompt vs peft, decoder soft prompts on E2E ({args.backbone}, {args.dtype}, batch {args.batch_size}, "
+             f"{meta['machine']})",
              "", f"`{meta['command']}`", "",
              f"commit {meta['commit']}; {meta['machine']}; torch {meta['torch']}; peft {meta['peft']}", "",
              "Same rows, batches, order, optimizer and schedule; each row its own subprocess (peak RSS of training:",
              "weights, activations, optimizer). Gradient checkpointing: softprompt's layer loop; peft through HF's",
              "`gradient_checkpointing_enable()`. BLEU: greedy outputs on the first "
              f"{args.bleu_limit} E2E test meaning representations (unseen in training).", "",
-             "| method | library | gradient checkpointing | train samples/s | peak RSS MB | first loss | last loss "
-             "| BLEU | trainable |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| method | library | gradient checkpointing | train samples/s | peak RSS MB | peak GPU MB | first loss "
+             "| last loss | BLEU | trainable |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         gc = "on" if r["checkpointing"] else "off"
         if "error" in r:
-            lines.append(f"| {r['method']} | {r['library']} | {gc} | fails: {r['error']} | | | | | |")
+            lines.append(f"| {r['method']} | {r['library']} | {gc} | fails: {r['error']} | | | | | | |")
             continue
         bleu = "-" if r.get("bleu") is None else f"{r['bleu']:.1f}"
+        gpu = "-" if r.get("peak_gpu_mb") is None else f"{r['peak_gpu_mb']:.0f}"
         lines.append(f"| {r['method']} | {r['library']} | {gc} | {r['train_samples_per_s']:.2f} | {r['peak_rss_mb']:.0f} "
-                     f"| {r['first_loss']:.3f} | {r['last_loss']:.3f} | {bleu} | {r['trainable_params']:,} |")
+                     f"| {gpu} | {r['first_loss']:.3f} | {r['last_loss']:.3f} | {bleu} | {r['trainable_params']:,} |")
     ok = {(r["method"], r["library"], r["checkpointing"]): r for r in rows if "error" not in r}
     lines.append("")
     for method in args.methods.split(","):
-        for gc in (False, True):
+        for gc in [v == "checkpointing" for v in args.variants.split(",")]:
             sp, pf = ok.get((method, "softprompt", gc)), ok.get((method, "peft", gc))
             if sp and pf:
+                mem = "peak_gpu_mb" if sp.get("peak_gpu_mb") and pf.get("peak_gpu_mb") else "peak_rss_mb"
                 lines.append(f"- {method}, checkpointing {'on' if gc else 'off'} on both sides: training speed "
                              f"{sp['train_samples_per_s'] / pf['train_samples_per_s']:.2f}x peft (goal >= 1.2x), "
-                             f"peak memory {sp['peak_rss_mb'] / pf['peak_rss_mb']:.2f}x (goal <= 0.8x)")
+                             f"peak {'GPU ' if mem == 'peak_gpu_mb' else ''}memory {sp[mem] / pf[mem]:.2f}x (goal <= 0.8x)")
     text = "\n".join(lines) + "\n"
     (out / f"{name}.md").write_text(text)
     return text
@@ -343,6 +355,12 @@ def main() -> None:
                     help="encoder mode: train with dropout on (as each library does by default) or off in both")
     ap.add_argument("--methods", default=None, help="comma-separated methods (encoder mode: "
                     f"{', '.join(METHODS)}; decoder mode: {', '.join(DECODER_METHODS)})")
+    ap.add_argument("--device", default="cpu", help="decoder mode: where the base trains (cpu, cuda, cuda:1); "
+                    "on CUDA the peak GPU memory (torch.cuda.max_memory_allocated) is reported too")
+    ap.add_argument("--out", default=None, help="decoder mode: results path stem, writes <out>.json and <out>.md "
+                    "(default benchmarks/results/train_vs_peft_decoder_<backbone>[_bf16])")
+    ap.add_argument("--variants", default=",".join(DECODER_VARIANTS),
+                    help="decoder mode: gradient checkpointing off (plain) and/or on (checkpointing), comma-separated")
     ap.add_argument("--worker", nargs=2, metavar=("LIBRARY", "METHOD"))
     args = ap.parse_args()
     args.methods = args.methods or ",".join(DECODER_METHODS if args.mode == "decoder" else METHODS)

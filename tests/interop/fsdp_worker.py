@@ -37,6 +37,8 @@ def run(method: str, out_dir: str) -> None:
         epochs=2, batch_size=batch_size, max_length=32, checkpoint_every=0, progress=False, cache="none",
         gradient_checkpointing=True, fsdp=fsdp, lr=0.05,
     )
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     trainer = Trainer(cfg, log=lambda *a: None).setup()
     acc = trainer.accelerator
     params = [p for group in trainer.optimizer.param_groups for p in group["params"]]

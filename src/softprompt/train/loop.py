@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from softprompt.errors import SoftPromptError
 from softprompt.train.batches import Encoded, batch_order, collate
 from softprompt.train.config import TrainConfig
-from softprompt.train.sharding import average_trainable_grads, fsdp_plugin, set_cpu_fsdp, is_fsdp
+from softprompt.train.sharding import average_trainable_grads, fsdp_plugin, is_fsdp, set_cpu_fsdp
 
 
 class TrainingDiverged(SoftPromptError):

@@ -50,6 +50,11 @@ def plan_sharding(accelerator: Accelerator, model) -> dict[str, int]:
              if any(True for _ in m.parameters(recurse=False)) and not any(id(p) in in_layers for p in m.parameters())]
     for module in whole:
         module.to(accelerator.device)
+    in_layer_modules = {id(m) for layer in layers for m in layer.modules()}
+    for module in model.modules():  # buffers outside the layers (rotary tables): fully_shard leaves them
+        if id(module) not in in_layer_modules:
+            for name, buffer in module.named_buffers(recurse=False):
+                setattr(module, name, buffer.to(accelerator.device))
     plugin.ignored_modules = whole
     kept = {id(p) for m in whole for p in m.parameters()}
     loose = [n for n, p in model.named_parameters() if id(p) not in kept and id(p) not in in_layers]
