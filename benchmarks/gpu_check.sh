@@ -47,7 +47,7 @@ else
   DEVICE=cuda; BASE=${GPU_CHECK_BASE:-smollm2-135m}
   NPROC=$("$PYTHON" -c "import torch; print(max(torch.cuda.device_count(), 1))")
   TRAIN=(--train-limit 512 --batch-size 16 --max-length 128 --methods prompt-tuning,prefix-tuning --timeout 240)
-  SERVE=(--adapters 1,100 --modes mixed,per-adapter,base --streams 32 --requests 128 --new-tokens 64 --time-limit 60)
+  SERVE=(--adapters 100 --modes mixed,per-adapter,base --streams 32 --requests 128 --new-tokens 64 --time-limit 60)
   ROOF=(--streams 32 --new-tokens 64 --adapters 100 --repeats 3)
   VLLM=()
   FSDP=(--base "$BASE")
@@ -90,7 +90,7 @@ run fsdp 240 "gpu_fsdp.md" "$PYTHON" benchmarks/fsdp_check.py --device "$DEVICE"
   --data-dir "$DATA" --out "$OUT/gpu_fsdp" "${FSDP[@]}"
 if [[ "$DRY" == 1 ]]; then
   run vllm 120 "gpu_vllm.md" "$PYTHON" benchmarks/vllm_check.py --base "$BASE" --device cpu --out "$OUT/gpu_vllm" "${VLLM[@]}"
-elif timeout 180 "$PYTHON" -m pip install -q vllm > "$OUT/gpu_vllm_install.log" 2>&1; then
+elif timeout 180 "$PYTHON" -m pip install -q --retries 0 --timeout 10 vllm > "$OUT/gpu_vllm_install.log" 2>&1; then
   step vllm 300 "gpu_vllm.md" "$PYTHON" benchmarks/vllm_check.py --base "$BASE" --device "$DEVICE" --out "$OUT/gpu_vllm"
 else
   echo "| vllm | skipped | 0 | pip install vllm failed: $(tail -1 "$OUT/gpu_vllm_install.log" | tr '|' '/') |" > "$ROWS/vllm"
