@@ -48,8 +48,8 @@ class ServeSettings:
     max_gen_queue: int | None = option(None, help="generation requests waiting to join the decode batch",
                                        unit="requests", unset="max_queue")
     replicas: int = option(1, help="server replicas behind the one endpoint, on Ray Serve (needs softprompt[ray]): "
-                           "an adapter's requests go to the replica that has it loaded, new adapters to the "
-                           "least loaded; 1 = one process, no Ray", unit="replicas")
+                           "an adapter's requests go to the replica that has it loaded, a new adapter to the one "
+                           "with the fewest; 1 = one process, no Ray", unit="replicas")
 
     def validate(self) -> None:
         positive = {"max_batch": self.max_batch, "max_queue": self.max_queue, "max_body_bytes": self.max_body_bytes,
