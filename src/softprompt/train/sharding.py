@@ -6,8 +6,8 @@ processes and gathered for that layer's forward (and its recomputation under gra
 checkpointing) only. Everything outside the layers stays whole on every process, as FSDP2
 `ignored_params`: the prompt, its producer and the heads (trainable, fp32, one copy per process,
 their gradients averaged across processes here, as DDP would) and the base's embeddings, final
-norm and LM head (read directly by softprompt's layer loop and decoder, outside a module's
-forward). Every process runs the same selection scoring, so the layers' gathers stay in step.
+norm and LM head, and position tables inside a layer such as T5's relative attention bias (read
+directly by softprompt's layer loop and decoder, outside a module's forward). Every process runs the same selection scoring, so the layers' gathers stay in step.
 
 On CPU accelerate does not shard (`AcceleratorState` turns a plugin into FSDP only for
 accelerator devices; MULTI_CPU stays DDP): `make_accelerator` then marks the state FSDP itself so
@@ -45,7 +45,9 @@ def plan_sharding(accelerator: Accelerator, model) -> dict[str, int]:
     model.backbone.fingerprint()  # computed (and cached) from the whole weights: saved adapters record it
     layers = list(model.runner.layers)
     plugin.transformer_cls_names_to_wrap = sorted({type(layer).__name__ for layer in layers})
-    in_layers = {id(p) for layer in layers for p in layer.parameters()}
+    # position tables inside a layer (T5's relative attention bias) are read outside the layer's forward
+    tables = [m for layer in layers for m in layer.modules() if isinstance(m, torch.nn.Embedding)]
+    in_layers = {id(p) for layer in layers for p in layer.parameters()} - {id(p) for m in tables for p in m.parameters()}
     whole = [m for m in model.modules()
              if any(True for _ in m.parameters(recurse=False)) and not any(id(p) in in_layers for p in m.parameters())]
     for module in whole:
@@ -60,7 +62,7 @@ def plan_sharding(accelerator: Accelerator, model) -> dict[str, int]:
     loose = [n for n, p in model.named_parameters() if id(p) not in kept and id(p) not in in_layers]
     if loose:  # a parameter neither in a layer nor in a module of its own: FSDP would shard it at the root
         raise RuntimeError(f"fsdp: parameters outside the base's layers in mixed modules: {loose[:3]}")
-    return {"sharded": sum(p.numel() for layer in layers for p in layer.parameters()),
+    return {"sharded": sum(p.numel() for layer in layers for p in layer.parameters() if id(p) in in_layers),
             "whole": sum(p.numel() for p in model.parameters() if id(p) in kept)}
 
 
