@@ -11,9 +11,10 @@
 #   serve    benchmarks/serve_generate.py --device cuda: the generation server, mixed batching vs per adapter vs base
 #   roofline benchmarks/decode_roofline.py --device cuda: batched decode vs the device's matmul rate
 #   fsdp     tests/interop/fsdp_worker.py: training with the frozen base sharded by accelerate's FSDP
-#            (prompt tuning and prefix tuning, gradient checkpointing) under `accelerate launch` on every
+#            (prompt tuning and prefix tuning, gradient checkpointing) under torchrun (accelerate's FSDP2) on every
 #            visible GPU, compared with one plain process (loss, adapter tensors)
-#   vllm     `pip install vllm` (skipped when it fails, e.g. no network) then benchmarks/vllm_check.py: the
+#   vllm     `pip install vllm` in a venv of its own (GPU_CHECK_VLLM_VENV, default /tmp/gpu_check_vllm_venv;
+#            skipped when the install fails, e.g. no network) then benchmarks/vllm_check.py: the
 #            prompt_embeds payload served by vLLM, greedy tokens vs softprompt's
 # Results: $GPU_CHECK_OUT/gpu_*.md (+ .json), default benchmarks/results; gpu_check.md lists the steps, their
 # exit codes and seconds, and names the device. Settings (environment): GPU_CHECK_OUT, GPU_CHECK_BASE
@@ -90,8 +91,13 @@ run fsdp 240 "gpu_fsdp.md" "$PYTHON" benchmarks/fsdp_check.py --device "$DEVICE"
   --data-dir "$DATA" --out "$OUT/gpu_fsdp" "${FSDP[@]}"
 if [[ "$DRY" == 1 ]]; then
   run vllm 120 "gpu_vllm.md" "$PYTHON" benchmarks/vllm_check.py --base "$BASE" --device cpu --out "$OUT/gpu_vllm" "${VLLM[@]}"
-elif timeout 180 "$PYTHON" -m pip install -q --retries 0 --timeout 10 vllm > "$OUT/gpu_vllm_install.log" 2>&1; then
-  step vllm 300 "gpu_vllm.md" "$PYTHON" benchmarks/vllm_check.py --base "$BASE" --device "$DEVICE" --out "$OUT/gpu_vllm"
+elif [[ " $STEPS " != *" vllm "* ]]; then
+  :
+elif VENV=${GPU_CHECK_VLLM_VENV:-/tmp/gpu_check_vllm_venv}; { [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"; } \
+    && timeout 300 "$VENV/bin/python" -m pip install -q --retries 0 --timeout 10 vllm > "$OUT/gpu_vllm_install.log" 2>&1; then
+  # vLLM pins its own torch: its server runs in a venv of its own, softprompt's side in ours
+  step vllm 300 "gpu_vllm.md" "$PYTHON" benchmarks/vllm_check.py --base "$BASE" --device "$DEVICE" \
+    --vllm-python "$VENV/bin/python" --out "$OUT/gpu_vllm"
 else
   echo "| vllm | skipped | 0 | pip install vllm failed: $(tail -1 "$OUT/gpu_vllm_install.log" | tr '|' '/') |" > "$ROWS/vllm"
 fi

@@ -151,6 +151,7 @@ def decoder_worker(args) -> dict:
             bb.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         cls = PromptTuningConfig if peft_type == "PROMPT_TUNING" else PrefixTuningConfig
         model = get_peft_model(bb.model, cls(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=10, **peft_extra))
+        model.to(args.device)  # the prompt encoder with the base
         params = [p for p in model.parameters() if p.requires_grad]
 
         def loss_of(b):

@@ -65,11 +65,11 @@ def hf_greedy(bb, embeds: torch.Tensor, new: int) -> list[int]:
     return out[0, -new:].tolist()
 
 
-def start_vllm(folder: str, name: str, dtype: str, log: Path) -> tuple[subprocess.Popen, str]:
+def start_vllm(python: str, folder: str, name: str, dtype: str, log: Path) -> tuple[subprocess.Popen, str]:
     import httpx
 
     port = free_port()
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", folder, "--served-model-name", name,
+    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", folder, "--served-model-name", name,
            "--enable-prompt-embeds", "--port", str(port), "--dtype", dtype, "--gpu-memory-utilization", "0.3",
            "--max-model-len", "512"]
     proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=open(log, "w"),
@@ -98,6 +98,8 @@ def main() -> int:
     ap.add_argument("--new-tokens", type=int, default=8)
     ap.add_argument("--no-server", action="store_true", help="payload and HF checks only (no vLLM)")
     ap.add_argument("--vllm-dtype", default="float32", help="vllm serve --dtype (float32 compares most closely)")
+    ap.add_argument("--vllm-python", default=sys.executable,
+                    help="the interpreter that has vLLM (it pins its own torch: often a venv of its own)")
     ap.add_argument("--out", required=True, help="path stem: writes <out>.md and <out>.json")
     args = ap.parse_args()
     out = Path(args.out)
@@ -107,7 +109,7 @@ def main() -> int:
     device_name = torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") else "cpu"
     rows, server = [], None
     if not args.no_server:
-        server = start_vllm(bb.source, bb.name, args.vllm_dtype, out.with_suffix(".vllm.log"))
+        server = start_vllm(args.vllm_python, bb.source, bb.name, args.vllm_dtype, out.with_suffix(".vllm.log"))
     try:
         import httpx
 
@@ -136,8 +138,9 @@ def main() -> int:
             server[0].wait(timeout=60)
     machine = f"{platform.machine()}, torch {torch.__version__}, device {device_name}"
     if server:
-        import vllm
-        machine += f", vllm {vllm.__version__}"
+        version = subprocess.run([args.vllm_python, "-c", "import vllm; print(vllm.__version__)"],
+                                 capture_output=True, text=True).stdout.strip()
+        machine += f", vllm {version}"
     out.with_suffix(".json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
     lines = [f"# vLLM prompt_embeds check ({args.base}, device {device_name})", "",
              f"`python benchmarks/vllm_check.py {' '.join(sys.argv[1:])}` on {machine}, {time.strftime('%Y-%m-%d')}.", "",
