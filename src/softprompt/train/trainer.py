@@ -84,6 +84,8 @@ class Trainer:
             counts = plan_sharding(self.accelerator, self.model)
             self.log(f"fsdp: {counts['sharded']:,} base parameters sharded across {self.accelerator.num_processes} "
                      f"processes, {counts['whole']:,} kept whole on each")
+        elif cfg.fsdp:
+            self.log("fsdp: one process, nothing sharded (launch with torchrun or accelerate launch to shard)")
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.cache = self._build_cache()
         self.run_dir.mkdir(parents=True, exist_ok=True)
