@@ -26,6 +26,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                                "init_text": CARTRIDGE_TEXT}, "site": {"kind": "kv"}},
     "attempt": {"producer": {"kind": "attempt", "num_tokens": 10, "placeholder_sources": 2},
                 "site": {"kind": "embeddings"}},
+    "mpt": {"producer": {"kind": "mpt", "num_tokens": 10, "rank": 1, "init": "vocab"}, "site": {"kind": "embeddings"}},
     "prompt-lora": {"producer": {"kind": "static", "init": "vocab"}, "site": {"kind": "embeddings"}, "backbone": "lora"},
     # baselines
     "full-finetune": {"producer": None, "backbone": "full"},

@@ -10,6 +10,7 @@ from softprompt.producers.decomposed import DecomposedConfig, DecomposedPrompt
 from softprompt.producers.idpg import IDPGPromptGenerator
 from softprompt.producers.lstm import EncoderConfig, PromptEncoder
 from softprompt.producers.mlp import MLPConfig, MLPPrompt
+from softprompt.producers.mpt import MPTConfig, MultitaskPrompt
 from softprompt.producers.pooled import PooledConfig, PooledPromptGenerator
 from softprompt.producers.router import RoutedPrompt, RouterConfig
 from softprompt.producers.static import StaticConfig, StaticPrompt
@@ -35,5 +36,6 @@ register(PooledPromptGenerator)
 register(IDPGPromptGenerator)
 register(CartridgePrompt)
 register(AttemptPromptGenerator)
+register(MultitaskPrompt)
 
 __all__ = ["PRODUCERS", "Producer", "ProducerConfig", "ProducerInput", "register"]

@@ -39,13 +39,19 @@ def most_similar(query: torch.Tensor, sources: list[torch.Tensor], kind: Similar
 
 def read_prompt(folder: str, field: str) -> torch.Tensor:
     """The static prompt (t, D) of a saved adapter folder; a ConfigError names `field` when there is none."""
+    return read_producer_tensors(folder, field, (PROMPT_KEY,))[PROMPT_KEY]
+
+
+def read_producer_tensors(folder: str, field: str, needs_one_of: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """A saved adapter's `producer.*` tensors; a ConfigError names `field` when none of `needs_one_of` is there."""
     path = Path(folder) / ADAPTER_WEIGHTS
     if not path.is_file():
         raise ConfigError(f"{field}: {folder!r} is not an adapter folder (no {ADAPTER_WEIGHTS})")
     with safe_open(str(path), framework="pt") as f:
-        if PROMPT_KEY not in f.keys():
-            raise ConfigError(f"{field}: {folder!r} holds no static prompt ({PROMPT_KEY}); transfer needs one")
-        return f.get_tensor(PROMPT_KEY)
+        found = {k: f.get_tensor(k) for k in f.keys() if k.startswith("producer.")}
+    if not any(k in found for k in needs_one_of):
+        raise ConfigError(f"{field}: {folder!r} holds none of {', '.join(needs_one_of)}")
+    return found
 
 
 def transfer_prompt(sources: list[str], query: str | None, kind: Similarity, shape: tuple[int, int]) -> torch.Tensor:
