@@ -127,13 +127,17 @@ def test_sites_vllm_cannot_take_are_refused(method):
 
 
 @pytest.mark.slow
-def test_payload_smollm2():
+@pytest.mark.parametrize("method", list(CASES))
+def test_payload_smollm2(method):
     try:
         load_backbone("smollm2-135m")
     except BackboneError as e:
         pytest.skip(str(e))
+    overrides = CASES[method]
+    if PRESETS[method]["producer"].get("kind") not in ("decomposed", "router"):
+        overrides = {**overrides, "producer": {"num_tokens": 4}}
     # logits of magnitude ~17 through 30 layers: float32 rounding alone differs by up to ~2e-5 here (1e-6 relative)
-    check(build("smollm2-135m", "prompt-tuning", {"producer": {"num_tokens": 4}}), atol=1e-4)
+    check(build("smollm2-135m", method, overrides), atol=1e-4)
 
 
 @pytest.mark.parametrize("method", ["prompt-tuning", "p-tuning"])
