@@ -85,8 +85,12 @@ def test_loading_onto_another_base_fails(tmp_path):
         load_adapter(tmp_path / "a", load_backbone("tiny-roberta"))
 
 
-@pytest.mark.parametrize("name", TINY)
-@pytest.mark.parametrize("method", SOFT)
+# every method trains on two architectures and every architecture trains several methods (pairs rotate:
+# the architecture x method product is covered by the cheaper equality tests above)
+LEARNING_PAIRS = [(TINY[(i + k) % len(TINY)], method) for i, method in enumerate(SOFT) for k in (0, 3)]
+
+
+@pytest.mark.parametrize("name,method", LEARNING_PAIRS)
 def test_every_method_reduces_loss_on_real_sst2(name, method, sst2_slice):
     model = build(name, method)
     tok = model.backbone.tokenizer
