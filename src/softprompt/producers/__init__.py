@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from softprompt.producers.adept import ADePTConfig, ADePTPrompt
 from softprompt.producers.attempt import AttemptConfig, AttemptPromptGenerator
 from softprompt.producers.attention import AttentionConfig, AttentionPromptGenerator
 from softprompt.producers.base import Producer, ProducerConfig, ProducerInput
 from softprompt.producers.cartridge import CartridgeConfig, CartridgePrompt
 from softprompt.producers.decomposed import DecomposedConfig, DecomposedPrompt
 from softprompt.producers.idpg import IDPGPromptGenerator
+from softprompt.producers.lopa import LoPAConfig, LoPAPromptGenerator
 from softprompt.producers.lstm import EncoderConfig, PromptEncoder
 from softprompt.producers.mlp import MLPConfig, MLPPrompt
 from softprompt.producers.mpt import MPTConfig, MultitaskPrompt
 from softprompt.producers.pooled import PooledConfig, PooledPromptGenerator
 from softprompt.producers.router import RoutedPrompt, RouterConfig
 from softprompt.producers.static import StaticConfig, StaticPrompt
+from softprompt.producers.ulpt import ULPTConfig, ULPTPrompt
 
 PRODUCERS: dict[str, type[Producer]] = {}
 
@@ -34,6 +37,9 @@ register(DecomposedPrompt)
 register(AttentionPromptGenerator)
 register(PooledPromptGenerator)
 register(IDPGPromptGenerator)
+register(ULPTPrompt)
+register(ADePTPrompt)
+register(LoPAPromptGenerator)
 register(CartridgePrompt)
 register(AttemptPromptGenerator)
 register(MultitaskPrompt)
