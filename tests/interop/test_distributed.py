@@ -11,14 +11,12 @@ trainer asks accelerate for gloo DDP when WORLD_SIZE > 1 and there is no GPU.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+
+from tests.interop.two_processes import run_both
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 TOL = 1e-5
@@ -27,23 +25,7 @@ TOL = 1e-5
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("ddp")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "CUDA_VISIBLE_DEVICES": ""}
-    log = open(root / "ddp.log", "w")  # a file, not a pipe: nothing can block on a full buffer
-    ddp = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
-         str(root / "ddp"), str(data_dir), "4", "35"],
-        env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:  # the single-process reference runs meanwhile
-        single = subprocess.run([sys.executable, str(WORKER), str(root / "single"), str(data_dir), "8", "35"],
-                                env=env, cwd=root, capture_output=True, text=True, timeout=300)
-        ddp.wait(timeout=300)
-    finally:
-        if ddp.poll() is None:  # torchrun and its workers share a new session: stop them together
-            os.killpg(ddp.pid, signal.SIGKILL)
-        log.close()
-    assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
-    assert ddp.returncode == 0, (root / "ddp.log").read_text()[-5000:]
+    run_both(WORKER, root, "ddp", [str(data_dir), "4", "35"], [str(data_dir), "8", "35"])
     out = {name: (json.loads((root / name / "worker.json").read_text()), load_file(str(root / name / "final.safetensors")))
            for name in ("ddp", "single")}
     out["initial"] = load_file(str(root / "single" / "initial.safetensors"))

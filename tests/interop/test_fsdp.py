@@ -13,14 +13,12 @@ adapter files hold the same tensors and metadata. Dropout off (each process woul
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+
+from tests.interop.two_processes import run_both
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
 METHODS = ("prompt-tuning", "prefix-tuning")
@@ -30,23 +28,8 @@ TOL = 1e-5
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("fsdp")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "CUDA_VISIBLE_DEVICES": ""}
-    log = open(root / "fsdp.log", "w")  # a file, not a pipe: nothing can block on a full buffer
-    fsdp = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
-         str(root / "fsdp"), str(data_dir), ",".join(METHODS), "4", "1"],
-        env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:  # the single-process reference runs meanwhile
-        single = subprocess.run([sys.executable, str(WORKER), str(root / "single"), str(data_dir), ",".join(METHODS),
-                                 "8", "0"], env=env, cwd=root, capture_output=True, text=True, timeout=300)
-        fsdp.wait(timeout=300)
-    finally:
-        if fsdp.poll() is None:  # torchrun and its workers share a new session: stop them together
-            os.killpg(fsdp.pid, signal.SIGKILL)
-        log.close()
-    assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
-    assert fsdp.returncode == 0, (root / "fsdp.log").read_text()[-5000:]
+    run_both(WORKER, root, "fsdp", [str(data_dir), ",".join(METHODS), "4", "1"],
+             [str(data_dir), ",".join(METHODS), "8", "0"])
     return root
 
 
