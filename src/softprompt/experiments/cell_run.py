@@ -18,19 +18,36 @@ import os
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from softprompt.experiments.cells import Cell, Log
 from softprompt.experiments.claims import Claim
-from softprompt.experiments.store import git_commit_file
+from softprompt.experiments.spec import Spec
+from softprompt.experiments.store import Store, git_commit_file
 
 if TYPE_CHECKING:
     from softprompt.experiments.runner import GridRunner
-    from softprompt.experiments.workers import Job
 
 KILL_HOOK = "SOFTPROMPT_TEST_KILL_CELL"
+
+
+@dataclass
+class Job:
+    spec: Spec
+    store: Store
+    cells: list[Cell]  # the cells to run (not finished, not skipped), dependencies first
+    sources: dict[str, Cell] = field(default_factory=dict)  # every cell of the grid by id (to retrain a source)
+    data_dir: str | None = None
+    keep_checkpoints: bool = False
+    fail_fast: bool = False
+    commit: bool = False
+    mixed_precision: str | None = None
+    command: str | None = None
+    echo: bool = True  # worker processes print their log lines
+    poll_s: float = 1.0
+    gpus: list[str] = field(default_factory=list)  # one per worker process, round robin
 
 
 @dataclass

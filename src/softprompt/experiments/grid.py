@@ -304,7 +304,7 @@ def run_grid(spec: Spec | str | Path, profile: str = "quick", out: str | Path | 
     from softprompt.experiments.executor_options import resolve
     from softprompt.experiments.executors import make_executor
     from softprompt.experiments.executors.dispatch import dispatch
-    from softprompt.experiments.workers import Job
+    from softprompt.experiments.cell_run import Job
 
     if not isinstance(spec, Spec):
         spec = load_spec(spec)

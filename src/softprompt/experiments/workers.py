@@ -13,31 +13,12 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from softprompt.experiments.cell_run import limit_threads, run_one
+from softprompt.experiments.cell_run import Job, limit_threads, run_one
 from softprompt.experiments.claims import Claim
 from softprompt.experiments.cells import Cell, Log
-from softprompt.experiments.spec import Spec
 from softprompt.experiments.store import Store
-
-
-@dataclass
-class Job:
-    spec: Spec
-    store: Store
-    cells: list[Cell]  # the cells to run (not finished, not skipped), dependencies first
-    sources: dict[str, Cell] = field(default_factory=dict)  # every cell of the grid by id (to retrain a source)
-    data_dir: str | None = None
-    keep_checkpoints: bool = False
-    fail_fast: bool = False
-    commit: bool = False
-    mixed_precision: str | None = None
-    command: str | None = None
-    echo: bool = True  # worker processes print their log lines
-    poll_s: float = 1.0
-    gpus: list[str] = field(default_factory=list)  # one per worker process, round robin
 
 
 def one_thread() -> None:

@@ -2,6 +2,6 @@
 
 from softprompt.methods.config import LoraSettings, MethodConfig, method_config, method_from_dict
 from softprompt.methods.presets import PRESETS
-from softprompt.methods.resolved import ResolvedMethod
+from softprompt.methods.config import ResolvedMethod
 
 __all__ = ["LoraSettings", "MethodConfig", "PRESETS", "ResolvedMethod", "method_config", "method_from_dict"]

@@ -19,8 +19,7 @@ from softprompt.heads import HeadConfig
 from softprompt.methods.presets import PRESETS
 from softprompt.producers import PRODUCERS, Producer, ProducerConfig
 from softprompt.producers.static import StaticConfig
-from softprompt.methods.resolved import ResolvedMethod
-from softprompt.sites import SiteConfig, build_site, check_site
+from softprompt.sites import Site, SiteConfig, build_site, check_site
 
 
 @dataclass
@@ -166,3 +165,26 @@ def method_config(name_or_dict: str | dict[str, Any] | MethodConfig, **overrides
             # a different producer kind replaces the preset's producer fields wholesale
             merged["producer"] = copy.deepcopy(data["producer"])
     return method_from_dict(merged)
+
+
+@dataclass(frozen=True)
+class ResolvedMethod:
+    """A method bound to one backbone and run, made once by `MethodConfig.resolve` and passed down: its site
+    built for the layer count, its producer fitted to max_length (nothing downstream does either again)."""
+
+    config: MethodConfig  # producer fitted to max_length
+    site: Site | None  # None: the method has no prompt
+    num_layers: int
+    max_length: int
+    backbone_name: str
+
+    def resolve(self, num_layers: int, max_length: int | None = None, backbone: str | None = None) -> "ResolvedMethod":
+        """Itself, for a backbone of the same layer count (its producer is already fitted: `max_length` is unused)."""
+        if num_layers != self.num_layers:
+            raise ConfigError(f"method: resolved for {self.backbone_name} ({self.num_layers} layers), "
+                              f"used on {backbone or 'a backbone'} with {num_layers}")
+        return self
+
+    def with_producer(self, **changes: Any) -> "ResolvedMethod":
+        """Producer settings that leave the site and the fitted length as they are (e.g. label words)."""
+        return dataclasses.replace(self, config=self.config.with_producer(**changes))

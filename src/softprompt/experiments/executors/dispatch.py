@@ -9,7 +9,7 @@ from softprompt.experiments.cell_run import CellRun
 from softprompt.experiments.cells import Log
 from softprompt.experiments.executors.base import Executor
 from softprompt.experiments.store import git_commit_file
-from softprompt.experiments.workers import Job
+from softprompt.experiments.cell_run import Job
 
 
 def dispatch(executor: Executor, job: Job, logger: Log) -> list[str]:
