@@ -107,14 +107,18 @@ class SoftPromptModel(nn.Module):
                 self.runner.train_from(self.boundary)
         return self
 
+    @property
+    def positions_taken(self) -> int:
+        """Positions the prompt takes in the base's context (`Site.positions_taken`: 0 for hidden-state prompts)."""
+        return 0 if self.producer is None else self.site.positions_taken(self.producer.num_tokens)
+
     def max_text_tokens(self) -> int | None:
         """The longest input text this model can read: the base's positions less those the prompt takes
         (`Site.positions_taken`), and the producer's own limit (DePT's A); None: any."""
         positions = type(self.runner).max_positions(self.backbone.model.config)
         limits = []
         if positions is not None:
-            limits.append(positions - (self.site.positions_taken(self.producer.num_tokens)
-                                       if self.producer is not None else 0))
+            limits.append(positions - self.positions_taken)
         if self.producer is not None and self.producer.max_input_tokens is not None:
             limits.append(self.producer.max_input_tokens)
         return max(min(limits), 1) if limits else None

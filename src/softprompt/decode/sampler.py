@@ -31,13 +31,13 @@ def _shr(x: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def uniform(seeds: torch.Tensor, steps: torch.Tensor, width: int) -> torch.Tensor:
-    """(B, width) float64 in (0, 1): splitmix64 of (seed, step, column); int64 arithmetic wraps."""
+    """(B, width) float32 in (0, 1): splitmix64 of (seed, step, column), its top 24 bits; int64 arithmetic wraps."""
     col = torch.arange(width, device=seeds.device, dtype=torch.int64)
     z = (seeds * _GOLDEN + steps * _STEP)[:, None] + col * _GOLDEN
     z = (z ^ _shr(z, 30)) * _MIX1
     z = (z ^ _shr(z, 27)) * _MIX2
     z = z ^ _shr(z, 31)
-    return (_shr(z, 11).double() + 0.5) / float(1 << 53)
+    return (_shr(z, 40).float() + 0.5) / float(1 << 24)
 
 
 def sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, seeds: torch.Tensor,
@@ -55,7 +55,7 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
         raise ValueError("non-finite next-token probabilities (temperature "
                          f"{float(temperature[sampled].min()):g})")
     gumbel = -(-uniform(seeds.to(logits.device), steps.to(logits.device), logits.shape[-1]).log()).log()
-    drawn = (logp.double() + gumbel).argmax(-1)
+    drawn = (logp + gumbel).argmax(-1)
     return torch.where(sampled.to(logits.device), drawn, greedy)
 
 

@@ -116,7 +116,7 @@ class GenerationEngine:
             raise QueueFull(f"{self._pending.qsize()} requests are waiting (max_queue {self.max_queue})")
         if not prompt_ids:
             raise ValueError("the prompt has no tokens")
-        taken = prompt_positions(model)
+        taken = 0 if model is None else model.positions_taken
         need = len(prompt_ids) + params.max_tokens + taken
         if self.max_context is not None and need > self.max_context:
             raise ContextTooLong(f"prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) + soft prompt "
@@ -187,10 +187,3 @@ class GenerationEngine:
         for req in reqs:
             by_model.setdefault(id(req.model), []).append(req)
         return [batch for group in by_model.values() for batch in self._prefilled(group)]
-
-
-def prompt_positions(model) -> int:
-    """Positions a soft prompt takes in front of the text (`Site.positions_taken`; 0 for hidden-state prompts)."""
-    if model is None or model.producer is None:
-        return 0
-    return model.site.positions_taken(model.producer.num_tokens)

@@ -59,12 +59,8 @@ class AdapterEntry:
 
     @property
     def prompt_positions(self) -> int:
-        """Positions the soft prompt takes in the base's context (its site's `positions_taken`: 0 for
-        prompts in the layers' hidden states that add no positions)."""
-        m = self.model
-        if m.producer is None or m.site is None:
-            return 0
-        return m.site.positions_taken(m.producer.num_tokens)
+        """Positions the soft prompt takes in the base's context (`SoftPromptModel.positions_taken`)."""
+        return self.model.positions_taken
 
     @property
     def label_names(self) -> list[str]:
