@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from softprompt.producers.base import ProducerInput
+from softprompt.producers.decomposed import check_rank_budget
 from softprompt.producers.static import StaticConfig, StaticPrompt
 
 
@@ -36,10 +37,7 @@ class ADePTConfig(StaticConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.rank is not None and self.rank < 1:
-            raise ValueError("rank must be >= 1 (or null for the equal-budget rule)")
-        if self.rank is None and self.budget_tokens <= self.num_tokens:
-            raise ValueError(f"budget_tokens ({self.budget_tokens}) must exceed num_tokens ({self.num_tokens})")
+        check_rank_budget(self.rank, self.budget_tokens, self.num_tokens)
         if not 0 <= self.dropout < 1:
             raise ValueError("dropout must be in [0, 1)")
 

@@ -24,6 +24,14 @@ from softprompt.producers.base import ProducerInput
 from softprompt.producers.static import StaticConfig, StaticPrompt
 
 
+def check_rank_budget(rank: int | None, budget_tokens: int, num_tokens: int) -> None:
+    """DePT/ADePT: an explicit rank >= 1, or the equal-budget rule, which needs budget_tokens > num_tokens."""
+    if rank is not None and rank < 1:
+        raise ValueError("rank must be >= 1 (or null for the equal-budget rule)")
+    if rank is None and budget_tokens <= num_tokens:
+        raise ValueError(f"budget_tokens ({budget_tokens}) must exceed num_tokens ({num_tokens})")
+
+
 @dataclass
 class DecomposedConfig(StaticConfig):
     num_tokens: int = 60  # m
@@ -34,10 +42,7 @@ class DecomposedConfig(StaticConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.rank is not None and self.rank < 1:
-            raise ValueError("rank must be >= 1 (or null for the equal-budget rule)")
-        if self.rank is None and self.budget_tokens <= self.num_tokens:
-            raise ValueError(f"budget_tokens ({self.budget_tokens}) must exceed num_tokens ({self.num_tokens})")
+        check_rank_budget(self.rank, self.budget_tokens, self.num_tokens)
         if self.max_length is not None and self.max_length < 1:
             raise ValueError("max_length must be >= 1")
 
