@@ -234,3 +234,21 @@ def test_eval_target_reads_its_own_number_of_tokens(tmp_path, data_dir):
     assert "imdb test, up to 20 tokens (accuracy)" in (out / "report" / "tiny.md").read_text()
     with pytest.raises(ConfigError, match=r"eval_tasks\[0\]\.max_length: expected a positive integer, got 0"):
         load_spec(tiny_spec(tmp_path, name="bad", eval_tasks=[{"task": "imdb", "split": "test", "max_length": 0}]))
+
+
+def test_a_sweep_entry_is_one_method_per_combination_of_producer_values(tmp_path, data_dir):
+    sweep = {"name": "prompt-tuning", "producer": {"init_text": "Classify:"},
+             "sweep": {"init": ["random", "text"], "num_tokens": [1, 5]}}
+    spec = tiny_spec(tmp_path, methods=[sweep, "lora"], method_overrides={"prompt-tuning": {"lr": 0.3}})
+    cells = expand(spec, "quick", data_dir)
+    assert [c.id for c in cells] == [f"prompt-tuning-{i}-t{t}_sst2_tiny-bert_s0" for i in ("random", "text")
+                                     for t in (1, 5)] + ["lora_sst2_tiny-bert_s0"]
+    assert cells[3].method_config == {"name": "prompt-tuning", "producer": {"init_text": "Classify:", "init": "text",
+                                                                            "num_tokens": 5}}
+    assert all(c.train["lr"] == 0.3 for c in cells[:4]) and "lr" not in cells[4].train  # the entry's own label
+    assert load_spec(spec).methods[1].sweep == {"of": "prompt-tuning", "values": {"init": "random", "num_tokens": 5}}
+    for bad, field in [({"num_tokens": []}, r"methods\[0\]\.sweep\.num_tokens: expected a non-empty list"),
+                       ({"init": ["random", "nonsense"]}, r"methods\[0\] \(init=nonsense\)"),
+                       ({"no_such_field": [1]}, r"methods\[0\] \(no_such_field=1\)")]:
+        with pytest.raises(ConfigError, match=field):
+            load_spec(tiny_spec(tmp_path, name="bad", methods=[{**sweep, "sweep": bad}]))

@@ -245,3 +245,54 @@ def test_few_shot_table_says_how_its_checkpoints_were_picked(tmp_path):
     assert "after the last epoch" not in carved
     assert "the model after the last epoch (no model selection on the scored split)" in (
         tmp_path / "rep" / "last.md").read_text()
+
+
+def test_a_prompt_length_sweep_is_a_table_and_a_plot_with_a_line_per_method_and_init(tmp_path, monkeypatch):
+    from softprompt.experiments.report import plots
+
+    spec = tmp_path / "design"
+    swept = [("prompt-tuning", init, t) for init in ("random", "labels") for t in (1, 5, 20)]
+    swept += [("prefix-tuning", "text", t) for t in (1, 5, 20)]
+    methods = [{"label": f"{m}-{init}-t{t}", "soft_prompt": True,
+                "sweep": {"of": m, "values": {"init": init, "num_tokens": t}}} for m, init, t in swept]
+    write(spec / "manifest.json", {"spec": "design", "tasks": ["sst2"], "backbones": ["tiny-bert"], "seeds": [0, 1],
+                                   "methods": methods + [{"label": "lora", "soft_prompt": False}]})
+    score = {"random": 50.0, "labels": 60.0, "text": 70.0}
+    for m, init, t in swept:
+        for seed in (0, 1):
+            if (m, init, t, seed) == ("prefix-tuning", "text", 20, 1):
+                continue  # one seed missing: the mean of the other
+            cell = f"{m}-{init}-t{t}_sst2_tiny-bert_s{seed}"
+            write(spec / "cells" / f"{cell}.json", {
+                "cell": cell, "kind": "train", "method": f"{m}-{init}-t{t}", "soft_prompt": True, "task": "sst2",
+                "backbone": "tiny-bert", "seed": seed, "layer": None, "metric": "accuracy",
+                "score": score[init] + t / 10 + seed})
+    write(spec / "cells" / "lora_sst2_tiny-bert_s0.json", {
+        "cell": "lora_sst2_tiny-bert_s0", "kind": "train", "method": "lora", "task": "sst2", "backbone": "tiny-bert",
+        "seed": 0, "layer": None, "metric": "accuracy", "score": 90.0})
+    drawn = []
+    real_save = plots._save
+
+    def record(plt, fig, path):  # each panel's legend and its lines' points (errorbar: mean, std over seeds)
+        for ax in fig.axes:
+            drawn.append((path.name, ax.get_xlabel(), sorted(t.get_text() for t in ax.get_legend().get_texts())))
+            for bars in ax.containers:
+                line = bars.lines[0]
+                drawn.append((bars.get_label(), [int(x) for x in line.get_xdata()],
+                              [round(float(y), 2) for y in line.get_ydata()]))
+        return real_save(plt, fig, path)
+
+    monkeypatch.setattr(plots, "_save", record)
+    assert report.main([str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
+    png = tmp_path / "rep" / "img" / "design-num-tokens-tiny-bert.png"
+    assert png.stat().st_size > 1000 and f"img/{png.name}" in (tmp_path / "rep" / "design.md").read_text()
+    assert ("design-num-tokens-tiny-bert.png", "prompt length t (num_tokens)",
+            ["prefix-tuning text", "prompt-tuning labels", "prompt-tuning random"]) in drawn
+    lines = {d[0]: d[1:] for d in drawn if not str(d[0]).endswith(".png")}
+    assert lines["prompt-tuning random"] == ([1, 5, 20], [50.6, 51.0, 52.5])  # mean of seeds 0 and 1
+    assert lines["prefix-tuning text"] == ([1, 5, 20], [70.6, 71.0, 72.0])  # t = 20: seed 0 only
+    md = (tmp_path / "rep" / "design.md").read_text()
+    assert "| Method — task | t=1 | t=5 | t=20 | Mean |" in md
+    assert "| prompt-tuning random — sst2 (accuracy) | 50.6 ± 0.7 | 51.0 ± 0.7 | 52.5 ± 0.7 | 51.4 |" in md
+    assert "| prefix-tuning text — sst2 (accuracy) | 70.6 ± 0.7 | 71.0 ± 0.7 | 72.0 (n=1) | 71.2 |" in md
+    assert "lora —" not in md  # not swept: only in the main table

@@ -414,7 +414,8 @@ def _record_run(manifest: dict, spec: Spec, profile: str, cells: list, entry: di
     manifest.update({
         "spec": spec.name, "title": spec.title, "reference": spec.reference, "description": spec.description,
         "path": spec.path, "profile": profile, "backbones": spec.backbones, "seeds": spec.seeds,
-        "methods": [{"label": m.label, "soft_prompt": m.soft_prompt, "config": m.config} for m in spec.methods],
+        "methods": [{"label": m.label, "soft_prompt": m.soft_prompt, "config": m.config,
+                     **({"sweep": m.sweep} if m.sweep else {})} for m in spec.methods],
         "tasks": spec.tasks, "eval_tasks": [dataclasses.asdict(t) for t in spec.eval_tasks],
         "pairs": [dataclasses.asdict(p) for p in spec.pairs],
         "few_shot": {**spec.few_shot, "pairs": [dataclasses.asdict(p) for p in spec.few_shot["pairs"]]}

@@ -4,6 +4,11 @@
     title: GLUE dev results ...     # table heading
     reference: ID-SPAM Table 2      # the published table it mirrors (text)
     methods: [prompt-tuning, id-spam, {label: mean-pooling, name: id-spam, producer: {pooling: mean}}]
+    # a method entry with `sweep:` is one method per combination of producer values (in the order given),
+    # labelled <label>-<value>... (num_tokens as t<n>): prompt-tuning-random-t1, prompt-tuning-random-t5, ...
+    #   - {name: prompt-tuning, producer: {init_text: "..."}, sweep: {init: [random, text], num_tokens: [1, 5]}}
+    # method_overrides may name the entry's own label for all of them; the report plots score against
+    # the first integer-valued field (num_tokens: score vs prompt length), one line per other values
     tasks: [sst2, mrpc]             # training tasks (hub-only ones are skipped offline, with the reason)
     backbones: [minilm-l6]
     seeds: [0, 1, 2]
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +106,7 @@ class MethodEntry:
     soft_prompt: bool  # eligible for bold (the paper bolds the best soft-prompt method)
     backbone_mode: str  # "frozen" | "lora" | "full"
     peft: dict[str, Any] | None = None  # a peft-library baseline (config: {"peft": ...})
+    sweep: dict[str, Any] | None = None  # from a `sweep:` entry: {"of": its label, "values": {field: value}}
 
 
 @dataclass
@@ -390,7 +397,11 @@ def parse_spec(data: dict[str, Any], path: str | None = None, where: str | None 
     backbones = [_backbone(b, f"{where}: backbones[{i}]") for i, b in enumerate(_list(data, "backbones", where))]
     seeds = _ints(data.get("seeds", [0]), f"{where}: seeds")
     metric = _metric(data, where)
-    train, task_overrides, method_overrides, profiles = _training_blocks(data, labels, where)
+    swept = {}  # a sweep entry's own label -> its methods' labels
+    for m in methods:
+        if m.sweep:
+            swept.setdefault(m.sweep["of"], []).append(m.label)
+    train, task_overrides, method_overrides, profiles = _training_blocks(data, labels, where, swept)
     eval_tasks = [_eval_target(e, f"{where}: eval_tasks[{i}]") for i, e in enumerate(_list(data, "eval_tasks", where))]
     zero_shot = _zero_shot(data.get("zero_shot"), eval_tasks, where)
     layers = _layers(data.get("layers"), methods, where)
@@ -417,12 +428,44 @@ def parse_spec(data: dict[str, Any], path: str | None = None, where: str | None 
 
 
 def _methods(data: dict, where: str) -> list:
-    methods = [_method(m, f"{where}: methods[{i}]") for i, m in enumerate(_list(data, "methods", where))]
+    methods = [e for i, m in enumerate(_list(data, "methods", where)) for e in _swept(m, f"{where}: methods[{i}]")]
     labels = [m.label for m in methods]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
         raise ConfigError(f"{where}: methods: label(s) {', '.join(dup)} appear twice; give each a distinct 'label'")
     return methods
+
+
+def _swept(entry: Any, where: str) -> list[MethodEntry]:
+    """A method entry, or with `sweep: {producer field: [values]}` one entry per combination of the values."""
+    if not (isinstance(entry, dict) and "sweep" in entry):
+        return [_method(entry, where)]
+    data = dict(entry)
+    sweep = _mapping(data.pop("sweep"), f"{where}.sweep")
+    if not sweep or "peft" in data:
+        raise ConfigError(f"{where}.sweep: expected a mapping of producer fields to lists of values "
+                          f"(not with a peft baseline)")
+    for key, values in sweep.items():
+        if not isinstance(values, list) or not values or not all(isinstance(v, (str, int, float)) for v in values):
+            raise ConfigError(f"{where}.sweep.{key}: expected a non-empty list of values, got {values!r}")
+    base = str(data.get("label") or data.get("name") or "")
+    out = []
+    for combo in itertools.product(*sweep.values()):
+        values = dict(zip(sweep, combo))
+        one = copy.deepcopy(data)
+        one["producer"] = {**_mapping(one.get("producer"), f"{where}.producer"), **values}
+        one["label"] = "-".join([base] + [_sweep_part(k, v) for k, v in values.items()])
+        m = _method(one, f"{where} ({', '.join(f'{k}={v}' for k, v in values.items())})")
+        m.sweep = {"of": base, "values": values}
+        out.append(m)
+    return out
+
+
+def _sweep_part(key: str, value: Any) -> str:
+    if key == "num_tokens":
+        return f"t{value}"
+    text = re.sub(r"[^a-z0-9.]+", "-", str(value).lower()).strip("-")
+    return text if isinstance(value, str) else f"{re.sub(r'[^a-z0-9]+', '-', key.lower())}{text}"
 
 
 def _metric(data: dict, where: str) -> dict:
@@ -436,8 +479,10 @@ def _metric(data: dict, where: str) -> dict:
     return metric
 
 
-def _training_blocks(data: dict, labels: list[str], where: str):
-    """train, task_overrides, method_overrides and profiles, each checked against the training keys."""
+def _training_blocks(data: dict, labels: list[str], where: str, swept: dict[str, list[str]] | None = None):
+    """train, task_overrides, method_overrides and profiles, each checked against the training keys
+    (method_overrides of a sweep entry's own label apply to each of its methods)."""
+    swept = swept or {}
     train = _check_train_keys(data.get("train"), f"{where}: train")
     task_overrides = {}
     for task, values in _mapping(data.get("task_overrides"), f"{where}: task_overrides").items():
@@ -445,9 +490,12 @@ def _training_blocks(data: dict, labels: list[str], where: str):
             values, f"{where}: task_overrides.{task}")
     method_overrides = {}
     for label, values in _mapping(data.get("method_overrides"), f"{where}: method_overrides").items():
-        if label not in labels:
-            raise ConfigError(f"{where}: method_overrides.{label}: not one of the spec's methods ({', '.join(labels)})")
-        method_overrides[label] = _check_train_keys(values, f"{where}: method_overrides.{label}")
+        if label not in labels and label not in swept:
+            raise ConfigError(f"{where}: method_overrides.{label}: not one of the spec's methods "
+                              f"({', '.join(labels + list(swept))})")
+        for one in swept.get(label, [label]):
+            method_overrides[one] = {**method_overrides.get(one, {}),
+                                     **_check_train_keys(values, f"{where}: method_overrides.{label}")}
     profiles = _mapping(data.get("profiles"), f"{where}: profiles")
     for pname, block in profiles.items():
         block = _mapping(block, f"{where}: profiles.{pname}")

@@ -1,4 +1,4 @@
-"""matplotlib PNGs: layer sweep lines, learning curves (from the cell files), score vs trainable parameters."""
+"""matplotlib PNGs: sweep lines (score vs layer m or prompt length), learning curves (from the cell files), score vs trainable parameters."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from softprompt.experiments.report.results import SpecResults, ordered, unique
+from softprompt.experiments.report.results import SpecResults, ordered, sweeps, unique
 
 
 def _plt():
@@ -20,34 +20,35 @@ def _plt():
 
 
 def plot_sweep(sr: SpecResults, img_dir: Path) -> list[Path]:
-    sw = [r for r in sr.results if r.get("kind") == "train" and r.get("layer") is not None]
-    if not sw:
-        return []
+    """Score against each swept value (layer m, prompt length t): one panel per task, a line per series."""
     plt = _plt()
     paths = []
-    for backbone in unique(r.get("backbone") for r in sw):
-        rs = [r for r in sw if r.get("backbone") == backbone]
-        tasks = ordered(unique(r["task"] for r in rs), sr.manifest.get("tasks"))
-        fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
-        for ax, task in zip(axes[0], tasks):
-            for m in ordered(unique(r["method"] for r in rs), sr.method_order):
-                pts = {}
-                for r in rs:
-                    if r["method"] == m and r["task"] == task and r.get("score") is not None:
-                        pts.setdefault(r["layer"], []).append(r["score"])
-                if not pts:
-                    continue
-                xs = sorted(pts)
-                ys = [statistics.fmean(pts[x]) for x in xs]
-                es = [statistics.stdev(pts[x]) if len(pts[x]) > 1 else 0 for x in xs]
-                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m)
-            metric = unique(r.get("metric") for r in rs if r["task"] == task)[0]
-            ax.set_title(f"{task} ({backbone})")
-            ax.set_xlabel("prompt layer m (0 = input embeddings)")
-            ax.set_ylabel(metric or "score")
-            ax.grid(alpha=0.3)
-            ax.legend()
-        paths.append(_save(plt, fig, img_dir / f"{sr.name}-layer-sweep-{_safe(backbone)}.png"))
+    for sw in sweeps(sr):
+        for backbone in unique(p["backbone"] for p in sw.points):
+            ps = [p for p in sw.points if p["backbone"] == backbone and p["score"] is not None]
+            tasks = ordered(unique(p["task"] for p in ps), sr.manifest.get("tasks"))
+            fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
+            for ax, task in zip(axes[0], tasks):
+                for series in sw.series([p for p in ps if p["task"] == task]):
+                    pts: dict = {}
+                    for p in ps:
+                        if p["series"] == series and p["task"] == task:
+                            pts.setdefault(p["x"], []).append(p["score"])
+                    xs = sorted(pts)
+                    ys = [statistics.fmean(pts[x]) for x in xs]
+                    es = [statistics.stdev(pts[x]) if len(pts[x]) > 1 else 0 for x in xs]
+                    ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=series)
+                metric = unique(p["metric"] for p in ps if p["task"] == task)[0]
+                ax.set_title(f"{task} ({backbone})")
+                ax.set_xlabel(sw.x_label)
+                xs = sw.xs(backbone)
+                if xs and min(xs) > 0 and max(xs) / min(xs) >= 20:  # prompt lengths 1..100 (layers start at 0)
+                    ax.set_xscale("log")
+                    ax.set_xticks(xs, [str(x) for x in xs])
+                ax.set_ylabel(metric or "score")
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=7 if len(ax.get_lines()) > 6 else None)
+            paths.append(_save(plt, fig, img_dir / f"{sr.name}-{sw.name}-{_safe(backbone)}.png"))
     return paths
 
 

@@ -1,5 +1,6 @@
 """Reading a grid's cell files (RESULTS_DIR/<spec>/cells/<cell>.json, or the old <cell>/result.json) into
-SpecResults, and the ordering helpers every table uses."""
+SpecResults, the sweeps in them (score against the prompt layer m, or a swept producer field such as the
+prompt length), and the ordering helpers every table uses."""
 
 from __future__ import annotations
 
@@ -97,3 +98,63 @@ def unique(items) -> list:
         if x not in out:
             out.append(x)
     return out
+
+
+@dataclass
+class Sweep:
+    """Training scores against one swept value: a line per series (method, or method x the other swept values)."""
+
+    name: str  # file and table key: "layer-sweep", "num_tokens"
+    title: str  # "Layer sweep", "Prompt length"
+    x_label: str
+    column: str  # table column prefix: "m" -> "m=3"
+    note: str
+    points: list[dict[str, Any]]  # {backbone, task, series, x, score, metric, seed, rank (in the method order)}
+
+    def xs(self, backbone: str) -> list:
+        return sorted(unique(p["x"] for p in self.points if p["backbone"] == backbone))
+
+    def series(self, points: list[dict[str, Any]]) -> list[str]:
+        """The series among `points`, in the spec's method order."""
+        first: dict[str, int] = {}
+        for p in points:
+            first[p["series"]] = min(first.get(p["series"], p["rank"]), p["rank"])
+        return sorted(first, key=lambda s: (first[s], s))
+
+
+SWEEP_AXES = {  # swept producer field -> (title, x label, column prefix, note)
+    "num_tokens": ("Prompt length", "prompt length t (num_tokens)", "t",
+                   "t: prompt vectors (num_tokens); one row per method and initialisation"),
+}
+
+
+def sweeps(sr: SpecResults) -> list[Sweep]:
+    """The layer sweep (train cells with a layer m) and each method sweep with an integer-valued field."""
+    out = []
+    layered = [r for r in sr.results if r.get("kind") == "train" and r.get("layer") is not None]
+    if layered:
+        out.append(Sweep("layer-sweep", "Layer sweep", "prompt layer m (0 = input embeddings)", "m",
+                         "m = 0: the input embeddings; m = i: the hidden states entering layer i",
+                         [_point(sr, r, r["method"], r["layer"]) for r in layered]))
+    swept = {m["label"]: m["sweep"] for m in sr.manifest.get("methods") or [] if m.get("sweep")}
+    axes = unique(next((k for k, v in s["values"].items() if isinstance(v, int) and not isinstance(v, bool)), None)
+                  for s in swept.values())
+    for axis in [a for a in axes if a]:
+        points = []
+        for r in sr.results:
+            s = swept.get(r.get("method"))
+            if r.get("kind") != "train" or r.get("layer") is not None or not s or axis not in s["values"]:
+                continue
+            rest = [str(v) for k, v in s["values"].items() if k != axis]
+            points.append(_point(sr, r, " ".join([s["of"], *rest]), s["values"][axis]))
+        if points:
+            title, x_label, column, note = SWEEP_AXES.get(axis, (axis, axis, axis, f"{axis}: the swept value"))
+            out.append(Sweep(axis.replace("_", "-"), title, x_label, column, note, points))
+    return out
+
+
+def _point(sr: SpecResults, r: dict, series: str, x) -> dict[str, Any]:
+    order = sr.method_order
+    rank = order.index(r["method"]) if r.get("method") in order else len(order)
+    return {"backbone": r.get("backbone"), "task": r["task"], "series": series, "x": x, "score": r.get("score"),
+            "metric": r.get("metric"), "seed": r.get("seed"), "rank": rank}

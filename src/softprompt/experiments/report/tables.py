@@ -4,7 +4,7 @@ published numbers (plus the evaluation tables)."""
 from __future__ import annotations
 
 from softprompt.experiments.report.evaluations import few_shot_tables, generation_tables, transfer_tables
-from softprompt.experiments.report.results import SpecResults, ordered, unique
+from softprompt.experiments.report.results import SpecResults, ordered, sweeps, unique
 from softprompt.experiments.report.table import Row, Table
 
 
@@ -38,23 +38,23 @@ def main_tables(sr: SpecResults) -> list[Table]:
 
 
 def sweep_tables(sr: SpecResults) -> list[Table]:
-    sw = [r for r in sr.results if r.get("kind") == "train" and r.get("layer") is not None]
+    """Score per swept value (layer m, prompt length t): a row per series and task, per backbone."""
     tables = []
-    for backbone in unique(r.get("backbone") for r in sw):
-        rs = [r for r in sw if r.get("backbone") == backbone]
-        layers = sorted(unique(r["layer"] for r in rs))
-        cols = [f"m={m}" for m in layers]
-        rows = []
-        for task in ordered(unique(r["task"] for r in rs), sr.manifest.get("tasks")):
-            for m in ordered(unique(r["method"] for r in rs), sr.method_order):
-                vals = {f"m={layer}": [r["score"] for r in rs if r["method"] == m and r["task"] == task
-                                       and r["layer"] == layer] for layer in layers}
-                if any(vals.values()):
-                    metric = unique(r.get("metric") for r in rs if r["task"] == task)[0]
-                    rows.append(Row(f"{m} — {task} ({metric})", vals, True))
-        tables.append(Table(f"Layer sweep — {backbone}: score vs prompt layer m", cols, rows, mean_column=True,
-                            better=None, first_header="Method — task",
-                            note="m = 0: the input embeddings; m = i: the hidden states entering layer i"))
+    for sw in sweeps(sr):
+        for backbone in unique(p["backbone"] for p in sw.points):
+            ps = [p for p in sw.points if p["backbone"] == backbone]
+            xs = sw.xs(backbone)
+            cols = [f"{sw.column}={x}" for x in xs]
+            rows = []
+            for task in ordered(unique(p["task"] for p in ps), sr.manifest.get("tasks")):
+                metric = unique(p["metric"] for p in ps if p["task"] == task)[0]
+                for series in sw.series([p for p in ps if p["task"] == task]):
+                    vals = {f"{sw.column}={x}": [p["score"] for p in ps if p["task"] == task and p["series"] == series
+                                                 and p["x"] == x and p["score"] is not None] for x in xs}
+                    if any(vals.values()):
+                        rows.append(Row(f"{series} — {task} ({metric})", vals, True))
+            tables.append(Table(f"{sw.title} — {backbone}: score vs {sw.x_label}", cols, rows, mean_column=True,
+                                better=None, first_header="Method — task", note=sw.note))
     return tables
 
 
