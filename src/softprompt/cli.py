@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "export": "export",
     "import-peft": "import_peft",
+    "mpt-distill": "mpt_distill",
 }
 
 

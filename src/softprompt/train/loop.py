@@ -65,7 +65,7 @@ class Loop:
     model: torch.nn.Module  # prepared by the accelerator
     optimizer: torch.optim.Optimizer  # prepared by the accelerator
     scheduler: Any  # stepped once per optimizer step
-    train: Encoded
+    train: Encoded | None  # None: `batches` and `collate` say what is trained
     pad_id: int
     padding_side: str
     batch_loss: Callable[[dict], torch.Tensor]  # a collated batch -> its mean loss (autocast inside)
@@ -79,6 +79,10 @@ class Loop:
     after_step: list[Callable[[dict], None]] = field(default_factory=list)
     after_eval: list[Callable[[int, dict], None]] = field(default_factory=list)  # may raise to stop
     diverged_note: str = ""  # appended to the TrainingDiverged message
+    # an epoch's global batches of example indices (epoch -> batches); None: `batch_order` over `train`
+    batches: Callable[[int], list[list[int]]] | None = None
+    # example indices -> a collated batch; None: `collate` from `train` (MPT distillation: one task per batch)
+    collate: Callable[[list[int]], dict] | None = None
 
 
 def fit(cfg: TrainConfig, loop: Loop, progress: dict | None = None) -> dict[str, Any]:
@@ -88,7 +92,8 @@ def fit(cfg: TrainConfig, loop: Loop, progress: dict | None = None) -> dict[str,
     loop.model.train()
     stop = False
     for epoch in range(progress["epoch"], cfg.epochs):
-        batches = batch_order(loop.train.lengths, cfg.batch_size * acc.num_processes, cfg.seed, epoch, True, cfg.bucket)
+        batches = (loop.batches(epoch) if loop.batches is not None else
+                   batch_order(loop.train.lengths, cfg.batch_size * acc.num_processes, cfg.seed, epoch, True, cfg.bucket))
         first = progress["batch"] if epoch == progress["epoch"] else 0
         bar = tqdm(total=len(batches), initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress and acc.is_main_process), leave=False)
@@ -147,7 +152,7 @@ def _micro_step(cfg: TrainConfig, loop: Loop, global_batch: list[int], sync: boo
     weight = len(local) * world / len(global_batch)
     if not local:  # fewer examples than processes: join the all-reduce with a zero-weight example
         local, weight = global_batch[:1], 0.0
-    batch = collate(loop.train, local, loop.pad_id, loop.padding_side)
+    batch = loop.collate(local) if loop.collate is not None else collate(loop.train, local, loop.pad_id, loop.padding_side)
     with contextlib.nullcontext() if sync else acc.no_sync(loop.model):
         loss = loop.batch_loss(batch)
         if not torch.isfinite(loss):
