@@ -10,6 +10,10 @@ What maps onto what (peft 0.21):
                                                           materialised vectors anyway)
     prefix-tuning (MLP @ kv)              PREFIX_TUNING   prefix_projection=False, the MLP's output
     p-tuning-v2 (static @ kv)             PREFIX_TUNING   materialised: prompt_embeddings (P, L*2*kv_dim)
+    cpt (on a decoder)                    CPT             prompt_embeddings = context + projected delta
+                                                          (what peft's CPT saves and serves in inference),
+                                                          cpt_token_ids / cpt_tokens_type_mask / epsilons
+    cpt (encoders, T5)                    PROMPT_TUNING   materialised (peft's CPT is CAUSAL_LM only)
 
 The key/value layout is the same on both sides: the last axis of `prompt_embeddings` is
 (layer, key|value, kv_head, head_dim), peft's `num_attention_heads` is the number of key/value
@@ -67,8 +71,9 @@ SUPPORTED_EXPORT = {
     "p-tuning": "PROMPT_TUNING (materialised)",
     "prefix-tuning": "PREFIX_TUNING (materialised, prefix_projection=False)",
     "p-tuning-v2": "PREFIX_TUNING",
+    "cpt": "CPT on decoders, PROMPT_TUNING (materialised) on encoders and T5",
 }
-SUPPORTED_IMPORT = ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING")
+SUPPORTED_IMPORT = ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "CPT")
 
 
 class PeftInteropError(AdapterError):
@@ -151,6 +156,8 @@ def peft_config_for(model, layout: PeftLayout | None = None):
     from peft import PrefixTuningConfig, PromptTuningConfig
 
     layout = layout or export_layout(model)
+    if model.method.producer_kind == "cpt" and layout.task_type == "CAUSAL_LM":
+        return _cpt_config(model)
     common = dict(task_type=layout.task_type, num_virtual_tokens=layout.num_virtual_tokens,
                   token_dim=layout.token_dim, num_layers=layout.num_layers,
                   num_attention_heads=layout.num_attention_heads, num_transformer_submodules=1,
@@ -158,6 +165,19 @@ def peft_config_for(model, layout: PeftLayout | None = None):
     if layout.peft_type == "PREFIX_TUNING":
         return PrefixTuningConfig(**common, prefix_projection=False, encoder_hidden_size=layout.token_dim)
     return PromptTuningConfig(**common, prompt_tuning_init="RANDOM")
+
+
+def _cpt_config(model):
+    """peft's CPTConfig for a cpt producer on a decoder: its context's ids and types and its epsilons (the
+    prompt_embeddings beside it are the context plus the projected delta, which peft serves as they are)."""
+    from peft import CPTConfig
+
+    producer = model.producer
+    n = producer.num_tokens
+    return CPTConfig(task_type="CAUSAL_LM", cpt_token_ids=producer.token_ids.tolist(), cpt_mask=[1] * n,
+                     cpt_tokens_type_mask=producer.token_types.tolist(), opt_projection_epsilon=producer.cfg.epsilon,
+                     opt_projection_format_epsilon=producer.cfg.format_epsilon,
+                     base_model_name_or_path=model.backbone.name, inference_mode=True)
 
 
 def _load_model(model_or_dir):
@@ -192,7 +212,7 @@ def export_peft(model_or_run_dir, out_dir: str | os.PathLike, *, task: str | Non
         "format": SIDECAR_FORMAT,
         "format_version": 1,
         "softprompt_version": __version__,
-        "peft_type": layout.peft_type,
+        "peft_type": getattr(config.peft_type, "value", layout.peft_type),
         "materialised": model.method.producer_kind != "static",
         "source_method": model.method.to_dict(),
         "head": dataclasses.asdict(model.method.head),
@@ -220,6 +240,8 @@ def read_peft_config(directory: str | os.PathLike) -> dict[str, Any]:
     if kind not in SUPPORTED_IMPORT:
         raise PeftInteropError(f"{path}: peft_type {kind!r} cannot be imported; supported: {', '.join(SUPPORTED_IMPORT)}")
     for key in ("num_virtual_tokens", "token_dim", "num_layers"):
+        if kind == "CPT" and key != "num_virtual_tokens" and cfg.get(key) is None:
+            continue  # peft's CPTConfig leaves them to the base model
         if not isinstance(cfg.get(key), int) or cfg[key] < 1:
             raise PeftInteropError(f"{path}: field {key!r} must be a positive integer, got {cfg.get(key)!r}")
     return cfg
@@ -254,6 +276,17 @@ def _check_layout(cfg: dict, layout: PeftLayout, prompt: torch.Tensor, where: st
                                f"expected {layout.prompt_shape} for this config")
     if not bool(torch.isfinite(prompt).all()):
         raise PeftInteropError(f"{where}: prompt_embeddings holds NaN or infinite values")
+
+
+def _check_cpt(cfg: dict, backbone, where: str) -> None:
+    """A peft CPT config softprompt can rebuild: one token id per virtual token, each in the vocabulary."""
+    ids, types = cfg.get("cpt_token_ids"), cfg.get("cpt_tokens_type_mask")
+    vocab = backbone.model.get_input_embeddings().weight.shape[0]
+    if not isinstance(ids, list) or len(ids) != cfg["num_virtual_tokens"] or not all(
+            isinstance(i, int) and 0 <= i < vocab for i in ids):
+        raise PeftInteropError(f"{where}: cpt_token_ids must be {cfg['num_virtual_tokens']} token ids below {vocab}")
+    if types is not None and (not isinstance(types, list) or len(types) != len(ids)):
+        raise PeftInteropError(f"{where}: cpt_tokens_type_mask must have one entry per token ({len(ids)})")
 
 
 SCORE_KEY = "base_model.score.weight"  # what peft saves of a *ForSequenceClassification decoder's head
@@ -324,6 +357,10 @@ def import_peft(directory: str | os.PathLike, backbone=None, *, num_labels: int 
         raise PeftInteropError(f"{weights}: prompt_embeddings must be 2-D, got shape {tuple(prompt.shape)}")
     runner = runner_for(backbone.model, backbone.kind)
     layout = layout_for(runner, backbone, peft_type, cfg["num_virtual_tokens"])
+    if cfg["peft_type"] == "CPT":
+        cfg = {**cfg, "token_dim": cfg.get("token_dim") or layout.token_dim,
+               "num_layers": cfg.get("num_layers") or layout.num_layers}
+        _check_cpt(cfg, backbone, str(directory))
     _check_layout(cfg, layout, prompt, str(directory), runner, backbone.family)
 
     if generative is None:
@@ -352,12 +389,21 @@ def import_peft(directory: str | os.PathLike, backbone=None, *, num_labels: int 
         is_regression = bool(is_regression)
     producer = {"kind": "static", "num_tokens": cfg["num_virtual_tokens"], "init": "random"}
     name = "p-tuning-v2" if peft_type == "PREFIX_TUNING" else "prompt-tuning"
+    if cfg["peft_type"] == "CPT":  # the context comes back as itself; the delta is what the prompt adds to it
+        producer = {"kind": "cpt", "token_ids": list(cfg["cpt_token_ids"]),
+                    "type_mask": list(cfg.get("cpt_tokens_type_mask") or [1] * cfg["num_virtual_tokens"]),
+                    "epsilon": float(cfg.get("opt_projection_epsilon", 0.1)),
+                    "format_epsilon": float(cfg.get("opt_projection_format_epsilon", 0.1))}
+        name = "cpt"
     method = method_config(name, producer=producer, head=head_cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SoftPromptModel(backbone, method, num_labels, is_regression, label_words, generative=generative)
     with torch.no_grad():
-        model.producer.prompt.copy_(prompt.to(model.producer.prompt.dtype))
+        if cfg["peft_type"] == "CPT":
+            model.producer.delta.copy_(prompt.to(model.producer.delta.dtype) - model.producer.context)
+        else:
+            model.producer.prompt.copy_(prompt.to(model.producer.prompt.dtype))
     head_file = directory / SIDECAR_HEAD
     if score is not None:
         with torch.no_grad():

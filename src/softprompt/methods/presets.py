@@ -8,6 +8,9 @@ from typing import Any
 CARTRIDGE_TEXT = ("The following is a short passage. Read it carefully, then answer the question or classify the "
                   "text that comes after it, using what the passage and the text say.")
 
+# CPT's default context: one example that only shows the template (a run gives its own training examples)
+CPT_CONTEXT = [["a text to read", "its label"]]
+
 PRESETS: dict[str, dict[str, Any]] = {
     # soft prompts
     "prompt-tuning": {"producer": {"kind": "static", "init": "vocab"}, "site": {"kind": "embeddings"}},
@@ -31,6 +34,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "attempt": {"producer": {"kind": "attempt", "num_tokens": 10, "placeholder_sources": 2},
                 "site": {"kind": "embeddings"}},
     "mpt": {"producer": {"kind": "mpt", "num_tokens": 10, "rank": 1, "init": "vocab"}, "site": {"kind": "embeddings"}},
+    "cpt": {"producer": {"kind": "cpt", "context": CPT_CONTEXT, "epsilon": 0.2, "format_epsilon": 0.1},
+            "site": {"kind": "embeddings"}},
     "prompt-lora": {"producer": {"kind": "static", "init": "vocab"}, "site": {"kind": "embeddings"}, "backbone": "lora"},
     # baselines
     "full-finetune": {"producer": None, "backbone": "full"},

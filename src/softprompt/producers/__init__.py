@@ -7,6 +7,7 @@ from softprompt.producers.attempt import AttemptConfig, AttemptPromptGenerator
 from softprompt.producers.attention import AttentionConfig, AttentionPromptGenerator
 from softprompt.producers.base import Producer, ProducerConfig, ProducerInput
 from softprompt.producers.cartridge import CartridgeConfig, CartridgePrompt
+from softprompt.producers.cpt import CPTConfig, CPTPrompt
 from softprompt.producers.decomposed import DecomposedConfig, DecomposedPrompt
 from softprompt.producers.idpg import IDPGPromptGenerator
 from softprompt.producers.lopa import LoPAConfig, LoPAPromptGenerator
@@ -43,5 +44,6 @@ register(LoPAPromptGenerator)
 register(CartridgePrompt)
 register(AttemptPromptGenerator)
 register(MultitaskPrompt)
+register(CPTPrompt)
 
 __all__ = ["PRODUCERS", "Producer", "ProducerConfig", "ProducerInput", "register"]

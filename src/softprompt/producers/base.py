@@ -85,6 +85,9 @@ class Producer(nn.Module):
         """Hook for producers initialised from the vocabulary or a text. `words(ids)` (n,) -> (n, out_dim):
         what those tokens look like at the producer's site (embeddings, or keys/values at prefixed layers)."""
 
+    def after_step(self) -> None:
+        """Called by the trainer after every optimizer step (CPT projects its delta into its epsilon balls)."""
+
     def fold(self) -> "Producer":
         """An equivalent producer for inference (reparameterisations materialised)."""
         return self

@@ -167,6 +167,9 @@ def _micro_step(cfg: TrainConfig, loop: Loop, global_batch: list[int], sync: boo
             acc.clip_grad_norm_(loop.model.parameters(), cfg.max_grad_norm)
         loop.optimizer.step()
         loop.optimizer.zero_grad(set_to_none=True)
+        producer = getattr(acc.unwrap_model(loop.model), "producer", None)  # None: no soft prompt, or a peft model
+        if producer is not None and hasattr(producer, "after_step"):
+            producer.after_step()  # e.g. CPT's projection into its epsilon balls
     return loss.item()
 
 
