@@ -36,6 +36,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mpt": {"producer": {"kind": "mpt", "num_tokens": 10, "rank": 1, "init": "vocab"}, "site": {"kind": "embeddings"}},
     "cpt": {"producer": {"kind": "cpt", "context": CPT_CONTEXT, "epsilon": 0.2, "format_epsilon": 0.1},
             "site": {"kind": "embeddings"}},
+    "prefix-propagation": {"producer": {"kind": "static", "num_tokens": 8}, "site": {"kind": "propagate"}},
     "prompt-lora": {"producer": {"kind": "static", "init": "vocab"}, "site": {"kind": "embeddings"}, "backbone": "lora"},
     # baselines
     "full-finetune": {"producer": None, "backbone": "full"},

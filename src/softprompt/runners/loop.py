@@ -110,6 +110,21 @@ class _Flow:
     def insert(self, prompt: torch.Tensor) -> None:
         self._p.pending.append((self._g.rows, prompt))
 
+    def add_to_prompt(self, vectors: torch.Tensor) -> None:
+        """Add (1|rows, t, d) to the hidden states entering this layer where the group's prompt sits (its rows'
+        real non-text slots, in order; prefix-propagation). In place on the state the loop runs next, so no
+        other row or slot changes (x + 0 is x). Gathered without a host sync; slots per row = t."""
+        seq = self._p.seq
+        slots = self._take(seq.mask & ~seq.text_mask)  # (rows, L)
+        vectors = vectors.to(seq.hidden.dtype).expand(slots.shape[0], -1, -1)
+        rank = (slots.long().cumsum(1) - 1).clamp(0, vectors.shape[1] - 1)  # which prompt vector each slot holds
+        delta = vectors.gather(1, rank[..., None].expand(-1, -1, vectors.shape[-1]))
+        delta = delta * slots[..., None].to(delta.dtype)
+        if self._g.rows is None:
+            seq.hidden.add_(delta)
+        else:
+            seq.hidden.index_add_(0, self._g.rows, delta)
+
     def add_prefixes(self, prefixes: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
         for layer, (k, v) in prefixes.items():
             self._p.prefixes.setdefault(layer, []).append((self._g.rows, k, v))

@@ -4,9 +4,11 @@ from softprompt.sites.base import SITES, Flow, Site, SiteConfig, build_site, che
 from softprompt.sites.embeddings import EmbeddingSite
 from softprompt.sites.kv import KVSite
 from softprompt.sites.layer import LayerSite
+from softprompt.sites.propagate import PropagateSite
 
 register(EmbeddingSite)
 register(LayerSite)
 register(KVSite)
+register(PropagateSite)
 
-__all__ = ["SITES", "EmbeddingSite", "Flow", "KVSite", "LayerSite", "Site", "SiteConfig", "build_site", "check_site", "register"]
+__all__ = ["SITES", "EmbeddingSite", "Flow", "KVSite", "LayerSite", "PropagateSite", "Site", "SiteConfig", "build_site", "check_site", "register"]

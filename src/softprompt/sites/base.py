@@ -34,6 +34,8 @@ class Flow(Protocol):
 
     def insert(self, prompt: torch.Tensor) -> None: ...  # prepend to the group's rows at the current point
 
+    def add_to_prompt(self, vectors: torch.Tensor) -> None: ...  # add (1|rows, t, d) at the group's prompt slots, now
+
     def add_prefixes(self, prefixes: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None: ...
 
     def add_decoder_prefixes(self, prefixes: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None: ...
