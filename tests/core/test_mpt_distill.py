@@ -136,3 +136,35 @@ def test_config_errors_name_the_field(tmp_path, capsys, teachers):
     assert "teachers[1]: a second teacher for task 'rte'" in capsys.readouterr().err
     assert main(["mpt-distill", "--teachers", f"[{teachers[0]}]", "--temperature", "0"]) == 2
     assert "temperature" in capsys.readouterr().err
+
+
+def test_generation_teacher_distils_through_the_lm_head(tmp_path, data_dir):
+    """e2e (decoder LM head over the target tokens) beside a classification task: a student whose P* ∘ (U V)
+    is its teacher's prompt has nothing to distil, and its task term is the model's own LM loss."""
+    from softprompt.backbones import load_backbone
+    from softprompt.methods import method_config
+    from softprompt.model import SoftPromptModel
+
+    folders = []
+    for i, name in enumerate(("e2e", "rte")):
+        task = get_task(name)
+        torch.manual_seed(i)
+        model = SoftPromptModel(load_backbone("tiny-llama"), method_config("prompt-tuning", producer={"num_tokens": LENGTH}),
+                                task.num_labels, task.is_regression, list(task.verbalizer), generative=task.is_generation)
+        save_adapter(model, tmp_path / name, task=name, label_names=list(task.label_names))
+        folders.append(str(tmp_path / name))
+    run = distillation(folders, tmp_path / "out", data_dir, train_limit=16, eval_limit=4, selection_split="validation")
+    distiller = run.distiller.eval()
+    teacher, student = distiller.teachers[0], distiller.students[0]
+    with torch.no_grad():
+        distiller.shared.copy_(teacher.producer.prompt)
+        student.producer.cols.fill_(1.0)
+        student.producer.rows.fill_(1.0)
+    batch = run.collate(next(b for b in run.batches(0) if b[0] < len(run.sources[0].train)))
+    assert batch["task"] == 0 and "source_mask" in batch
+    with torch.no_grad():
+        got = distiller.losses(batch)
+        own = teacher(batch["input_ids"], batch["attention_mask"], labels=batch["labels"],
+                      source_mask=batch["source_mask"]).loss
+    assert got["logits"].abs() < 1e-6 and got["hidden"].abs() < 1e-10
+    assert torch.allclose(got["loss"], own, atol=1e-5) and torch.allclose(got["task"], own, atol=1e-5)

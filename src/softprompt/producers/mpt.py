@@ -6,8 +6,10 @@ generalises W_k to rank r: W_k = U_k V_k, U_k (l, r), V_k (r, d), both N(0, 0.02
 adaptation (Sec. 3.2) starts P* from the shared prompt distilled on the source tasks and trains P*, u, v.
 Here `shared_from` names a saved adapter: an `mpt` adapter gives P*, U and V (peft's EXACT_SOURCE_TASK for
 its one task), a static prompt gives P* only (peft's ONLY_SOURCE_SHARED). The source-task distillation
-itself (one P* with per-task u_k, v_k trained jointly on the source tasks against single-task teacher
-prompts) is a training recipe, not part of this producer.
+(Sec. 3.1: one P* with per-task u_k, v_k trained jointly on the source tasks against single-task teacher
+prompts) is `softprompt mpt-distill` (train/mpt_distill.py): its output folder holds P* with the mean of the
+tasks' U, V (peft's AVERAGE_SOURCE_TASKS, the paper's target start), which `shared_from` reads, and each
+task's student under tasks/<task> (EXACT_SOURCE_TASK).
 """
 
 from __future__ import annotations

@@ -266,6 +266,8 @@ class MPTDistillation:
         cfg = self.cfg
         self.accelerator = make_accelerator(SimpleNamespace(fsdp=False, tensorboard=False,
                                                             mixed_precision=cfg.mixed_precision), self.out)
+        if self.accelerator.num_processes > 1:  # DDP: a batch leaves the other tasks' U_k, V_k without gradients
+            raise ConfigError("mpt-distill: runs in one process (launch it without torchrun / accelerate launch)")
         self.backbone, loaded = load_teachers(cfg, self.backbone)
         teachers = [teacher for _, _, teacher in loaded]
         length = prompt_length(cfg, teachers)
