@@ -11,7 +11,13 @@ from softprompt.errors import UnsupportedModelError
 from softprompt.runners import TESTED
 
 # sites an architecture's runner refuses, with the reason's start (everything else must train)
-REFUSED: dict[str, dict[str, str]] = {}
+NOT_ROUTED = "method.site.kind: 'adaption' cannot run on {}: {} does not route its attention through transformers'"
+REFUSED: dict[str, dict[str, str]] = {  # the adaption site needs the model's own query, inside its attention call
+    "falcon": {"adaption": NOT_ROUTED.format("falcon", "FalconForCausalLM")},
+    "bloom": {"adaption": NOT_ROUTED.format("bloom", "BloomForCausalLM")},
+    "mpnet": {"adaption": NOT_ROUTED.format("mpnet", "MPNetModel")},
+    "deberta-v2": {"adaption": NOT_ROUTED.format("deberta-v2", "DebertaV2Model")},
+}
 
 
 @pytest.mark.parametrize("arch", all_architectures())

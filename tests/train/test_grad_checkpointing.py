@@ -1,5 +1,6 @@
 """gradient_checkpointing (TrainConfig key): recomputing each layer in the backward pass changes neither
-the loss nor the prompt gradients, for key/value prefixes and for a prompt inserted at layer m."""
+the loss nor the prompt gradients, for key/value prefixes, a prompt inserted at layer m and a gated
+attention term (its context is set again inside the recomputation)."""
 
 import pytest
 import torch
@@ -22,8 +23,9 @@ def loss_and_grads(model, batch, checkpointing: bool):
 
 
 @pytest.mark.parametrize("method", [{"name": "p-tuning-v2"}, {"name": "prefix-tuning"},
-                                    {"name": "id-spam", "site": {"kind": "layer", "layer": 1}}],
-                         ids=["kv-static", "kv-mlp", "layer-m"])
+                                    {"name": "id-spam", "site": {"kind": "layer", "layer": 1}},
+                                    {"name": "adaption-prompt"}],
+                         ids=["kv-static", "kv-mlp", "layer-m", "gated-attention"])
 def test_checkpointing_keeps_loss_and_prompt_gradients(data_dir, method):
     torch.manual_seed(0)
     bb = load_backbone("tiny-llama")

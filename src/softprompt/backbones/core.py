@@ -163,7 +163,7 @@ def _unknown(name: str, err: Exception | None) -> BackboneError:
     if err is None:
         return BackboneError(
             f"unknown backbone {name!r}: not a short name ({_short_names()}) or a local folder, not in the local Hugging Face "
-            "cache, and the hub cannot be reached from here (offline{' mode' if _offline() else ''}): download it where a network exists "
+            f"cache, and the hub cannot be reached from here (offline{' mode' if _offline() else ''}): download it where a network exists "
             f"(huggingface-cli download {name}) and copy the cache, or give a local folder.{hint}")
     where = "the local Hugging Face cache (offline mode)" if _offline() else "the Hugging Face hub"
     first = str(err).splitlines()[0] if str(err) else ""

@@ -31,7 +31,8 @@ from softprompt.runners import TESTED, Sequence, runner_for
 from softprompt.runners.loop import run_layers
 from softprompt.checks.recompute import RecomputedLane
 
-SITE_PRESETS = {"embeddings": "prompt-tuning", "layer": "id-spam", "kv": "prefix-tuning"}
+SITE_PRESETS = {"embeddings": "prompt-tuning", "layer": "id-spam", "kv": "prefix-tuning", "adaption": "adaption-prompt"}
+SITE_COLUMNS = {"embeddings": "embeddings", "layer": "layer m", "kv": "key/values", "adaption": "gated attention"}
 TEXTS = ["a gripping, beautifully acted film", "dull", "not bad at all, really"]
 TARGETS = [" yes", " no way", " fine"]
 STEPS = 5
@@ -331,21 +332,22 @@ def markdown(reports: list[Report], command: str) -> str:
         "is measured on a tiny random model built from transformers' own config class (`tiny-<architecture>`).",
         f"Rebuilt by `{command}`; the same checks run in `make test` (tests/core/test_architectures.py).", "",
         "Columns: **parity** = max |difference| of final hidden states against the model's own forward (no prompt);",
-        "**embeddings / layer m / key-values** = loss (dropout off) before → after 5 AdamW steps of prompt tuning /",
-        "ID-SPAM at layer 1 / prefix tuning on one batch (classification for encoders, the LM loss on target tokens otherwise);",
+        "**embeddings / layer m / key-values / gated attention** = loss (dropout off) before → after 5 AdamW steps of",
+        "prompt tuning / ID-SPAM at layer 1 / prefix tuning / adaption prompt (LLaMA-Adapter) on one batch",
+        "(classification for encoders, the LM loss on target tokens otherwise); a refusal is the site's one line;",
         "**cached** = max |difference| of next-token logits (relative to the largest logit when above 1), key/value-",
         "cached decoding against recomputation over 4 steps;",
         "**mixed** = a batch of two adapters at two sites against each request alone; **round trip** = save/load",
         "(`wrap()` + `save_pretrained`/`from_pretrained` for generative models); **peft** = greedy tokens of the",
         "exported prompt-tuning / prefix-tuning adapter run by `PeftModel.generate`.", "",
-        "| architecture | kind | runner | parity | embeddings | layer m | key/values | cached | mixed | round trip "
-        "| peft prompt | peft prefix |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| architecture | kind | runner | parity | " + " | ".join(SITE_COLUMNS[s] for s in SITE_PRESETS)
+        + " | cached | mixed | round trip | peft prompt | peft prefix |",
+        "|---|---|---|---|" + "---|" * len(SITE_PRESETS) + "---|---|---|---|---|",
     ]
     for r in reports:
         t, p = r.training, r.peft
         lines.append(" | ".join([
-            f"| `{r.architecture}`", r.kind, r.runner, _cell(r.parity), _cell(t.get("embeddings")),
-            _cell(t.get("layer")), _cell(t.get("kv")), _cell(r.cached), _cell(r.mixed), _cell(r.round_trip, 1e-6),
+            f"| `{r.architecture}`", r.kind, r.runner, _cell(r.parity), *(_cell(t.get(s)) for s in SITE_PRESETS),
+            _cell(r.cached), _cell(r.mixed), _cell(r.round_trip, 1e-6),
             _cell(p.get("prompt-tuning")), _cell(p.get("prefix-tuning")) + " |"]))
     return "\n".join(lines) + "\n"

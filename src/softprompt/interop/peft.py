@@ -14,6 +14,9 @@ What maps onto what (peft 0.21):
                                                           (what peft's CPT saves and serves in inference),
                                                           cpt_token_ids / cpt_tokens_type_mask / epsilons
     cpt (encoders, T5)                    PROMPT_TUNING   materialised (peft's CPT is CAUSAL_LM only)
+    adaption-prompt (@ adaption site)     ADAPTION_PROMPT per adapted layer: <attention>.adaption_prompt
+                                                          (1, P, d) and .adaption_gate (1,) (Llama, Mistral,
+                                                          GPT-2; export only)
 
 The key/value layout is the same on both sides: the last axis of `prompt_embeddings` is
 (layer, key|value, kv_head, head_dim), peft's `num_attention_heads` is the number of key/value
@@ -72,6 +75,7 @@ SUPPORTED_EXPORT = {
     "prefix-tuning": "PREFIX_TUNING (materialised, prefix_projection=False)",
     "p-tuning-v2": "PREFIX_TUNING",
     "cpt": "CPT on decoders, PROMPT_TUNING (materialised) on encoders and T5",
+    "adaption-prompt": "ADAPTION_PROMPT",
 }
 SUPPORTED_IMPORT = ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "CPT")
 
@@ -89,7 +93,7 @@ def _supported_text() -> str:
 class PeftLayout:
     """How a softprompt prompt maps onto a peft prompt-learning config."""
 
-    peft_type: str  # PROMPT_TUNING | PREFIX_TUNING
+    peft_type: str  # PROMPT_TUNING | PREFIX_TUNING | ADAPTION_PROMPT
     task_type: str
     num_virtual_tokens: int
     num_layers: int
@@ -100,6 +104,8 @@ class PeftLayout:
     def prompt_shape(self) -> tuple[int, int]:
         if self.peft_type == "PREFIX_TUNING":
             return self.num_virtual_tokens, self.num_layers * 2 * self.token_dim
+        if self.peft_type == "ADAPTION_PROMPT":  # per layer [prompt | gate]
+            return self.num_virtual_tokens, self.num_layers * (self.token_dim + 1)
         return self.num_virtual_tokens, self.token_dim
 
 
@@ -107,10 +113,13 @@ def task_type_for(backbone) -> str:
     return {"decoder": "CAUSAL_LM", "encoder": "FEATURE_EXTRACTION", "encoder-decoder": "SEQ_2_SEQ_LM"}[backbone.kind]
 
 
-def layout_for(runner, backbone, peft_type: str, num_tokens: int) -> PeftLayout:
+def layout_for(runner, backbone, peft_type: str, num_tokens: int, site=None) -> PeftLayout:
     if peft_type == "PREFIX_TUNING":
         heads, head_dim = runner.prefix_shape()
         return PeftLayout(peft_type, task_type_for(backbone), num_tokens, runner.num_layers, heads * head_dim, heads)
+    if peft_type == "ADAPTION_PROMPT":
+        return PeftLayout(peft_type, task_type_for(backbone), num_tokens, len(site.layers), runner.hidden_size,
+                          runner.num_heads)
     return PeftLayout(peft_type, task_type_for(backbone), num_tokens, runner.num_layers, runner.embedding_size,
                       runner.num_heads)
 
@@ -137,7 +146,7 @@ def export_layout(model) -> PeftLayout:
         why = site.peft_obstacle(model.runner)
     if why:
         raise PeftInteropError(f"{what} cannot be exported as a peft adapter: {why}. Supported: {_supported_text()}")
-    return layout_for(model.runner, model.backbone, site.peft_type, producer.num_tokens)
+    return layout_for(model.runner, model.backbone, site.peft_type, producer.num_tokens, site)
 
 
 # ------------------------------------------------------------------------------------ export
@@ -151,13 +160,38 @@ def peft_prompt_tensor(model) -> torch.Tensor:
     return prompt
 
 
+def peft_weights(model, layout: PeftLayout) -> dict[str, torch.Tensor]:
+    """The tensors of peft's adapter_model.safetensors, under peft's names."""
+    prompt = peft_prompt_tensor(model)
+    if layout.peft_type != "ADAPTION_PROMPT":
+        return {"prompt_embeddings": prompt}
+    blocks = prompt.reshape(layout.num_virtual_tokens, layout.num_layers, layout.token_dim + 1)
+    out = {}
+    for j, name in enumerate(_attention_names(model)):
+        out[f"base_model.model.{name}.adaption_prompt"] = blocks[None, :, j, :-1].contiguous()
+        out[f"base_model.model.{name}.adaption_gate"] = blocks[0, j, -1:].contiguous()
+    return out
+
+
+def _attention_names(model) -> list[str]:
+    """Qualified names (in the HF model) of the adapted layers' attention modules."""
+    from softprompt.runners.attention_terms import attention_module
+
+    names = {id(module): name for name, module in model.backbone.model.named_modules()}
+    return [names[id(attention_module(model.runner.layers[i]))] for i in model.site.layers]
+
+
 def peft_config_for(model, layout: PeftLayout | None = None):
-    """A peft PromptTuningConfig / PrefixTuningConfig describing the model's prompt."""
-    from peft import PrefixTuningConfig, PromptTuningConfig
+    """A peft PromptTuningConfig / PrefixTuningConfig / AdaptionPromptConfig describing the model's prompt."""
+    from peft import AdaptionPromptConfig, PrefixTuningConfig, PromptTuningConfig
 
     layout = layout or export_layout(model)
     if model.method.producer_kind == "cpt" and layout.task_type == "CAUSAL_LM":
         return _cpt_config(model)
+    if layout.peft_type == "ADAPTION_PROMPT":
+        return AdaptionPromptConfig(task_type=layout.task_type, adapter_len=layout.num_virtual_tokens,
+                                    adapter_layers=layout.num_layers, base_model_name_or_path=model.backbone.name,
+                                    target_modules=_attention_names(model)[0].rsplit(".", 1)[-1], inference_mode=True)
     common = dict(task_type=layout.task_type, num_virtual_tokens=layout.num_virtual_tokens,
                   token_dim=layout.token_dim, num_layers=layout.num_layers,
                   num_attention_heads=layout.num_attention_heads, num_transformer_submodules=1,
@@ -197,13 +231,13 @@ def export_peft(model_or_run_dir, out_dir: str | os.PathLike, *, task: str | Non
     """
     model = _load_model(model_or_run_dir)
     layout = export_layout(model)
-    prompt = peft_prompt_tensor(model)
+    weights = peft_weights(model, layout)
     config = peft_config_for(model, layout)
     meta_in = getattr(model, "adapter_meta", None) or {}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(str(out))
-    save_file({"prompt_embeddings": prompt}, str(out / PEFT_WEIGHTS), metadata={"format": "pt"})
+    save_file(weights, str(out / PEFT_WEIGHTS), metadata={"format": "pt"})
     head = {k: v.detach().float().cpu().clone().contiguous() for k, v in model.head.state_dict().items()}
     if head:
         save_file(head, str(out / SIDECAR_HEAD), metadata={"format": SIDECAR_FORMAT})

@@ -34,6 +34,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "attempt": {"producer": {"kind": "attempt", "num_tokens": 10, "placeholder_sources": 2},
                 "site": {"kind": "embeddings"}},
     "mpt": {"producer": {"kind": "mpt", "num_tokens": 10, "rank": 1, "init": "vocab"}, "site": {"kind": "embeddings"}},
+    "adaption-prompt": {"producer": {"kind": "adaption", "num_tokens": 10}, "site": {"kind": "adaption"}},
     "cpt": {"producer": {"kind": "cpt", "context": CPT_CONTEXT, "epsilon": 0.2, "format_epsilon": 0.1},
             "site": {"kind": "embeddings"}},
     "prefix-propagation": {"producer": {"kind": "static", "num_tokens": 8}, "site": {"kind": "propagate"}},

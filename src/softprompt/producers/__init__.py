@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from softprompt.producers.adaption import AdaptionConfig, AdaptionPrompt
 from softprompt.producers.adept import ADePTConfig, ADePTPrompt
 from softprompt.producers.attempt import AttemptConfig, AttemptPromptGenerator
 from softprompt.producers.attention import AttentionConfig, AttentionPromptGenerator
@@ -45,5 +46,6 @@ register(CartridgePrompt)
 register(AttemptPromptGenerator)
 register(MultitaskPrompt)
 register(CPTPrompt)
+register(AdaptionPrompt)
 
 __all__ = ["PRODUCERS", "Producer", "ProducerConfig", "ProducerInput", "register"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from softprompt.runners.attention_terms import AttentionTerm
 from softprompt.runners.sequence import Past
 
 
@@ -40,6 +41,7 @@ class KVCache:
         self.length: dict[int, int] = {}
         self.segment_of: dict[int, Segment] = {}  # layer -> its segment (shared objects)
         self.embed_next: torch.Tensor | None = None  # (B,) next position at the embeddings
+        self.terms: dict[int, AttentionTerm] = {}  # layer -> gated prompt attention, fixed after the prefill
 
     def seed(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Put a layer's key/value prefix in front (before the prefill's own keys)."""
@@ -103,6 +105,9 @@ class KVCache:
                 merged[key] = Segment(past, torch.cat([s.next_position for s in segs]))
             out.segment_of[layer] = merged[key]
         out.embed_next = torch.cat([c.embed_next for c in caches])
+        rows = [c.embed_next.shape[0] for c in caches]
+        for layer in {layer for c in caches for layer in c.terms}:
+            out.terms[layer] = AttentionTerm.concat([c.terms.get(layer) for c in caches], rows)
         return out
 
     def trim(self) -> None:
@@ -129,6 +134,7 @@ class KVCache:
         moved = {id(s): s.select(index) for s in self.segments()}
         self.segment_of = {layer: moved[id(s)] for layer, s in self.segment_of.items()}
         self.embed_next = self.embed_next[index]
+        self.terms = {layer: term.select(index) for layer, term in self.terms.items()}
 
 
 def _pad_left(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from softprompt.producers.base import Producer, ProducerInput
+from softprompt.runners import attention_terms
+from softprompt.runners.attention_terms import AttentionTerm
 from softprompt.runners.base import LayerContext, PrefixCache, Runner
 from softprompt.runners.kv_cache import KVCache, Segment
 from softprompt.runners.sequence import Past, Sequence, insert_prompt
@@ -66,6 +68,7 @@ class _Pass:
     pending: list = field(default_factory=list)  # (rows, prompt) to insert at this point
     prefixes: dict = field(default_factory=dict)  # layer -> [(rows, k, v)]
     decoder_prefixes: list = field(default_factory=list)  # encoder-decoders: [(rows, {layer: (k, v)})]
+    terms: dict = field(default_factory=dict)  # layer -> [(rows, k, v, gate)]: gated attention over prompts
 
     def layout(self, x: torch.Tensor) -> torch.Tensor:
         """`x` (input layout) moved to where its tokens sit now (prompts inserted), zeros elsewhere."""
@@ -133,6 +136,13 @@ class _Flow:
         """Encoder-decoders: kept on the returned state, (rows, {layer: (k, v)}) per group, for the decoder."""
         self._p.decoder_prefixes.append((self._g.rows, prefixes))
 
+    def add_attention_terms(self, terms: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
+        """{layer: (k, v, gate)}: a gated attention over prompt keys/values (1|rows, H_kv, P, hd), gate (1|rows,),
+        added to that layer's attention output (runners/attention_terms.py)."""
+        attention_terms.install(self.runner.model)
+        for layer, (k, v, gate) in terms.items():
+            self._p.terms.setdefault(layer, []).append((self._g.rows, k, v, gate))
+
 
 def run_layers(runner: Runner, groups: list[PromptGroup], seq: Sequence, tok: torch.Tensor, start: int, end: int,
                gradient_checkpointing: bool = False,
@@ -180,11 +190,33 @@ def run_layers(runner: Runner, groups: list[PromptGroup], seq: Sequence, tok: to
                 segments[ctx_key] = _segment(p.seq, here)
             kv_cache.segment_of[i] = segments[ctx_key]
             cache = kv_cache
-        if gradient_checkpointing and torch.is_grad_enabled():
-            hidden = checkpoint(runner.layer, i, hidden, contexts[ctx_key], cache, use_reentrant=False)
-        else:
-            hidden = runner.layer(i, hidden, contexts[ctx_key], cache)
+        term = _term(runner, i, p.terms.get(i), hidden.shape[0])
+        if kv_cache is not None and term is not None:
+            kv_cache.terms[i] = term
+        hidden = _call_layer(runner, i, hidden, contexts[ctx_key], cache, term,
+                             gradient_checkpointing and torch.is_grad_enabled())
     return replace(p.seq, hidden=hidden, decoder_prefixes=p.decoder_prefixes or p.seq.decoder_prefixes)
+
+
+def _call_layer(runner: Runner, i: int, hidden, ctx, cache, term: AttentionTerm | None, checkpointed: bool = False):
+    def run(i, hidden, ctx, cache):
+        with attention_terms.applying(term):  # set inside, so a checkpoint's recomputation sees it too
+            return runner.layer(i, hidden, ctx, cache)
+
+    fn = runner.layer if term is None else run
+    return checkpoint(fn, i, hidden, ctx, cache, use_reentrant=False) if checkpointed else fn(i, hidden, ctx, cache)
+
+
+def _term(runner: Runner, i: int, here: list | None, bsz: int) -> AttentionTerm | None:
+    """Layer i's gated prompt attention over the whole batch: each group's keys/values on its rows."""
+    if not here:
+        return None
+    keys, values, real = right_aligned([(rows, k, v) for rows, k, v, _ in here], bsz)
+    gate = keys.new_zeros(bsz)
+    for rows, _, _, g in here:
+        gate[slice(None) if rows is None else rows] = g.to(gate.dtype)
+    module = attention_terms.attention_module(runner.layers[i])
+    return AttentionTerm(module, keys, values, real.bool(), gate)
 
 
 def _enter_embeddings(p: _Pass, groups: list[PromptGroup]) -> None:
@@ -231,7 +263,7 @@ def decode_step(runner: Runner, cache: KVCache, input_ids: torch.Tensor) -> torc
         if id(seg) not in contexts:
             step = Sequence(hidden, mask, mask, None, seg.next_position[:, None])
             contexts[id(seg)] = runner.context(step, seg.past.mask.shape[1], past=seg.past)
-        hidden = runner.layer(i, hidden, contexts[id(seg)], cache)
+        hidden = _call_layer(runner, i, hidden, contexts[id(seg)], cache, cache.terms.get(i))
     cache.advance(n)
     return runner.finish(hidden)
 

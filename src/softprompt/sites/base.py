@@ -40,6 +40,8 @@ class Flow(Protocol):
 
     def add_decoder_prefixes(self, prefixes: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None: ...
 
+    def add_attention_terms(self, terms: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None: ...
+
 
 class Site:
     """Base class: facts every site declares, and no-op hooks."""
