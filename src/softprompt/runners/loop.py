@@ -115,18 +115,16 @@ class _Flow:
 
     def add_to_prompt(self, vectors: torch.Tensor) -> None:
         """Add (1|rows, t, d) to the hidden states entering this layer where the group's prompt sits (its rows'
-        real non-text slots, in order; prefix-propagation). In place on the state the loop runs next, so no
-        other row or slot changes (x + 0 is x). Gathered without a host sync; slots per row = t."""
+        real non-text slots, in order; prefix-propagation); no other row or slot changes (x + 0 is x). Out of
+        place: the loop runs the layer on the new state. Gathered without a host sync; slots per row = t."""
         seq = self._p.seq
         slots = self._take(seq.mask & ~seq.text_mask)  # (rows, L)
         vectors = vectors.to(seq.hidden.dtype).expand(slots.shape[0], -1, -1)
         rank = (slots.long().cumsum(1) - 1).clamp(0, vectors.shape[1] - 1)  # which prompt vector each slot holds
         delta = vectors.gather(1, rank[..., None].expand(-1, -1, vectors.shape[-1]))
         delta = delta * slots[..., None].to(delta.dtype)
-        if self._g.rows is None:
-            seq.hidden.add_(delta)
-        else:
-            seq.hidden.index_add_(0, self._g.rows, delta)
+        hidden = seq.hidden + delta if self._g.rows is None else seq.hidden.index_add(0, self._g.rows, delta)
+        self._p.seq = seq.with_hidden(hidden)
 
     def add_prefixes(self, prefixes: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
         for layer, (k, v) in prefixes.items():
@@ -173,11 +171,11 @@ def run_layers(runner: Runner, groups: list[PromptGroup], seq: Sequence, tok: to
         p.seq = p.seq.with_hidden(hidden)
         for g in active:
             g.site.enter_layer(i, _Flow(p, g))
-        if p.pending:
+        if p.pending:  # inserted vectors: new masks and positions
             p.apply_pending()
-            hidden = p.seq.hidden
             contexts.clear()
             segments.clear()
+        hidden = p.seq.hidden  # as the sites left it
         here = p.prefixes.get(i, [])
         ctx_key = tuple((id(rows), k.shape[2]) for rows, k, _ in here)
         if ctx_key not in contexts:
