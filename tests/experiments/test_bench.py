@@ -201,6 +201,12 @@ def test_repository_specs_expand(data_dir):
     assert producer["mean-pooling"] == {"pooling": "mean"} and producer["smop-no-noise"] == {"noise": "none"}
     assert producer["id-spam-no-outer-relu"] == {"output_activation": "none"} and not producer["id-spam"]
     assert {c.kind for c in expand(specs["efficiency"], "quick", data_dir)} == {"train", "params"}
+    design = expand(specs["prompt_design"], "quick", data_dir)  # 2 methods x 4 inits x 6 lengths
+    assert len(design) == 48 and not any(c.skip for c in design)
+    pt = next(c for c in design if c.id == "prefix-tuning-labels-t100_sst2_minilm-l6_s0")
+    assert pt.method_config["producer"]["init"] == "labels" and pt.method_config["producer"]["num_tokens"] == 100
+    design_e2e = expand(specs["prompt_design_e2e"], "quick", data_dir)  # no label words: no `labels` init
+    assert len(design_e2e) == 36 and not any("labels" in c.id for c in design_e2e)
 
 
 def test_only_filter_adds_dependencies(tmp_path, data_dir):
