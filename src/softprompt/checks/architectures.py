@@ -31,8 +31,10 @@ from softprompt.runners import TESTED, Sequence, runner_for
 from softprompt.runners.loop import run_layers
 from softprompt.checks.recompute import RecomputedLane
 
-SITE_PRESETS = {"embeddings": "prompt-tuning", "layer": "id-spam", "kv": "prefix-tuning", "adaption": "adaption-prompt"}
-SITE_COLUMNS = {"embeddings": "embeddings", "layer": "layer m", "kv": "key/values", "adaption": "gated attention"}
+SITE_PRESETS = {"embeddings": "prompt-tuning", "layer": "id-spam", "kv": "prefix-tuning", "adaption": "adaption-prompt",
+                "propagate": "prefix-propagation"}
+SITE_COLUMNS = {"embeddings": "embeddings", "layer": "layer m", "kv": "key/values", "adaption": "gated attention",
+                "propagate": "propagated prefix"}
 TEXTS = ["a gripping, beautifully acted film", "dull", "not bad at all, really"]
 TARGETS = [" yes", " no way", " fine"]
 STEPS = 5
