@@ -195,3 +195,18 @@ def test_library_modules_never_import_commands():
             offenders += [f"{path.relative_to(src)}: {n}" for n in names
                           if n.startswith("softprompt.commands") or n == "softprompt.commands"]
     assert offenders == []
+
+
+def test_one_in_process_worker_runs_cells_with_one_thread_and_gives_the_threads_back(tmp_path, data_dir):
+    """--workers 1 runs in the bench process: one thread as every executor's cells (the same numbers as
+    ray/slurm cells), and the process's own thread settings afterwards."""
+    import torch
+
+    torch.set_num_threads(2)
+    spec = tiny_spec(tmp_path, methods=("id-spam",))
+    res = run_grid(spec, "quick", data_dir=data_dir, results=tmp_path / "results", runs=tmp_path / "runs", workers=1,
+                   log=None)
+    (cid,) = res["ran"]
+    record = json.loads((tmp_path / "results" / "tiny" / "cells" / f"{cid}.json").read_text())
+    assert record["machine"]["threads"] == 1
+    assert torch.get_num_threads() == 2

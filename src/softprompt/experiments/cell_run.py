@@ -144,9 +144,12 @@ class CellRun:
         return runner
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 def limit_threads(n: int) -> None:
     """n BLAS/OpenMP threads and n torch threads in this process."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in THREAD_VARS:
         os.environ[var] = str(n)
     import torch
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from typing import Any, Callable
 
-from softprompt.experiments.cell_run import Job, limit_threads, run_one
+from softprompt.experiments.cell_run import THREAD_VARS, Job, limit_threads, run_one
 from softprompt.experiments.claims import Claim
 from softprompt.experiments.cells import Cell, Log
 from softprompt.experiments.store import Store
@@ -26,10 +27,30 @@ def one_thread() -> None:
     limit_threads(1)
 
 
+@contextmanager
+def one_thread_here():
+    """One BLAS/OpenMP and torch thread in this process while the block runs; the caller's settings after."""
+    import torch
+
+    saved = {var: os.environ.get(var) for var in THREAD_VARS}
+    threads = torch.get_num_threads()
+    limit_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
 def run_workers(job: Job, workers: int = 1, log: Callable[[str], Any] | None = print) -> list[dict]:
     """Run `job` with `workers` workers; returns each worker's {"ran": [...]}."""
-    if workers <= 1:
-        return [work(job, None, log)]
+    if workers <= 1:  # in this process, with one thread like every executor's cell (the same numbers)
+        with one_thread_here():
+            return [work(job, None, log)]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
