@@ -24,7 +24,8 @@ def run(args) -> int:
     rows = parameter_table(backbone, methods, args.num_labels)
     total = sum(p.numel() for p in backbone.model.parameters())
     print(f"backbone {args.backbone}: {total:,} parameters ({args.num_labels}-label head)")
-    print(f"{'method':<15}{'trainable':>13}{'w/o head':>13}{'% backbone':>12}  site")
+    width = max([len("method"), *(len(r["method"]) for r in rows)]) + 2
+    print(f"{'method':<{width}}{'trainable':>13}{'w/o head':>13}{'% backbone':>12}  site")
     for r in rows:
-        print(f"{r['method']:<15}{r['trainable']:>13,}{r['without_head']:>13,}{r['percent_of_backbone']:>11.3f}%  {r['site']}")
+        print(f"{r['method']:<{width}}{r['trainable']:>13,}{r['without_head']:>13,}{r['percent_of_backbone']:>11.3f}%  {r['site']}")
     return 0
