@@ -258,3 +258,37 @@ def test_a_sweep_entry_is_one_method_per_combination_of_producer_values(tmp_path
                        ({"no_such_field": [1]}, r"methods\[0\] \(no_such_field=1\)")]:
         with pytest.raises(ConfigError, match=field):
             load_spec(tiny_spec(tmp_path, name="bad", methods=[{**sweep, "sweep": bad}]))
+
+
+def test_few_shot_methods_start_from_another_methods_run_on_the_source_task(tmp_path, data_dir):
+    """few_shot.sources: SPoT / ATTEMPT / MPT get prompt-tuning's adapter on A wherever their config says {source}."""
+    import torch
+    from safetensors.torch import load_file
+
+    methods = ["prompt-tuning", {"label": "spot", "name": "prompt-tuning",
+                                 "producer": {"init": "transfer", "init_from": ["{source}"]}},
+               {"label": "attempt", "name": "attempt", "producer": {"sources": ["{source}"]}},
+               {"label": "mpt", "name": "mpt", "producer": {"shared_from": "{source}"}}]
+    spec = tiny_spec(tmp_path, methods=methods, tasks=[], few_shot={
+        "examples": 8, "methods": ["spot", "attempt", "mpt"], "pairs": [{"train": "sst2", "eval": "imdb",
+                                                                          "split": "test"}],
+        "sources": {"spot": "prompt-tuning", "attempt": "prompt-tuning", "mpt": "prompt-tuning"},
+        "train": {"epochs": 1}})
+    cells = expand(spec, "quick", data_dir)
+    assert [(c.id, c.needs) for c in cells] == [("prompt-tuning_sst2_tiny-bert_s0", None)] + [
+        (f"{m}_sst2_tiny-bert_s0__fewshot8-imdb", "prompt-tuning_sst2_tiny-bert_s0") for m in ("spot", "attempt", "mpt")]
+    assert cells[2].method_config == {"name": "attempt", "producer": {"sources": ["{source}"]}}  # no path in the key
+    out = tmp_path / "r"
+    res = run_grid(spec, "quick", out, data_dir, **QUIET)
+    assert not res["failed"] and len(res["ran"]) == 4
+    source = out / "tiny" / "prompt-tuning_sst2_tiny-bert_s0" / "run" / "adapter"
+    prompt = load_file(str(source / "adapter.safetensors"))["producer.prompt"]
+    attempt = load_file(str(out / "tiny" / cells[2].id / "run" / "adapter" / "adapter.safetensors"))
+    assert torch.equal(attempt["producer.sources"][0], prompt)  # the frozen source prompt is A's prompt
+    config = (out / "tiny" / cells[3].id / "run" / "config.yaml").read_text()
+    assert str(source) in config and "{source}" not in config
+    for bad, match in [({"sources": {"spot": "nope"}}, r"few_shot.sources.spot: 'nope' must be one of"),
+                       ({"sources": {"lora": "prompt-tuning"}}, r"few_shot.sources.lora: not one of few_shot.methods")]:
+        with pytest.raises(ConfigError, match=match):
+            load_spec(tiny_spec(tmp_path, name="bad", methods=methods + ["lora"], tasks=[], few_shot={
+                "methods": ["spot", "attempt", "mpt"], "pairs": [{"train": "sst2", "eval": "imdb"}], **bad}))

@@ -6,7 +6,8 @@ Cells, in the order they run (a cell's dependency always comes first):
 * peft       a peft-library baseline (method entry with `peft:`) on the same data, batches and loss
              (experiments/peft_baseline.py); generation tasks on decoders
 * eval       a trained run evaluated on another task/split (cross-domain, zero-shot transfer A -> B)
-* few-shot   a trained run on A, training continued on `examples` examples of B, scored on B
+* few-shot   a trained run on A, training continued on `examples` examples of B, scored on B (or, for a
+             method in few_shot.sources, started from another method's run on A: SPoT, ATTEMPT, MPT)
 * zero-shot  an instruction model prompted zero-shot (no training), the cross-domain baseline
 * params     trainable parameters of every method on a backbone (no training)
 
@@ -165,12 +166,14 @@ class _Grid:
         for p in list(spec.pairs) + list(self.few.get("pairs") or []):
             if p.train not in train_tasks:
                 train_tasks.append(p.train)
+        sourced = self.few.get("sources") or {}  # few-shot only: they start from another method's run
         trained: list[Cell] = []
         for backbone in spec.backbones if spec.methods else []:
             layers = self._layers(backbone)
             for task in train_tasks:
                 for m in spec.methods:
-                    trained += self._method_cells(m, backbone, task, layers)
+                    if m.label not in sourced:
+                        trained += self._method_cells(m, backbone, task, layers)
         return trained
 
     def _method_cells(self, m, backbone: str, task: str, layers: list[int | None]) -> list[Cell]:
@@ -215,25 +218,39 @@ class _Grid:
                     self._eval_cell(src, pair.eval, pair.split, None, pair.same_labels)
 
     def few_shot_cells(self, trained: list[Cell]) -> None:
+        """A run on A, training continued on B: each few-shot method from its own run on A, or (few_shot.sources)
+        from another method's, whose adapter folder its config names as "{source}"."""
         spec, few = self.spec, self.few
+        sources = few.get("sources") or {}
+        starts: dict[str, list[str]] = {}  # method trained on A -> the few-shot methods that start from it
+        for label in few.get("methods") or []:
+            starts.setdefault(sources.get(label, label), []).append(label)
         for pair in few.get("pairs") or []:
             for src in trained:
-                if (src.task != pair.train or src.layer is not None or src.method not in few["methods"]
-                        or src.kind == "peft"):
+                if src.task != pair.train or src.layer is not None or src.kind == "peft":
                     continue
-                label = src.method
-                split = pair.split or default_split(pair.eval)
-                kw = self.train_kwargs(pair.eval, label, few.get("train"))
-                kw.update(train_limit=few["examples"], eval_split=split)
-                kw.setdefault("eval_limit", spec.eval_limit)
-                self.check_config(kw, f"spec {spec.name}: few_shot training config for {label} on {pair.eval}")
-                reason = src.skip and f"needs {src.id}, which is skipped: {src.skip}"
-                reason = reason or _offline_reason(pair.eval, "train", self.root, f"few-shot training on {pair.eval}")
-                reason = reason or _offline_reason(pair.eval, split, self.root, f"evaluating on {pair.eval}")
-                self.add(Cell(f"{src.id}__fewshot{few['examples']}-{pair.eval}", "few-shot", src.backbone, label,
-                              src.method_config, src.soft_prompt, src.backbone_mode, task=src.task,
-                              eval_task=pair.eval, split=split, seed=src.seed, train=kw, needs=src.id,
-                              metric=spec.metric_for(pair.eval), skip=reason))
+                for label in starts.get(src.method, []):
+                    self._few_shot_cell(pair, src, label, label in sources)
+
+    def _few_shot_cell(self, pair, src: Cell, label: str, sourced: bool) -> None:
+        spec, few = self.spec, self.few
+        m = spec.method(label)
+        split = pair.split or default_split(pair.eval)
+        kw = self.train_kwargs(pair.eval, label, few.get("train"))
+        kw.update(train_limit=few["examples"], eval_split=split)
+        kw.setdefault("eval_limit", spec.eval_limit)
+        self.check_config(kw, f"spec {spec.name}: few_shot training config for {label} on {pair.eval}")
+        reason = src.skip and f"needs {src.id}, which is skipped: {src.skip}"
+        reason = reason or _offline_reason(pair.eval, "train", self.root, f"few-shot training on {pair.eval}")
+        reason = reason or _offline_reason(pair.eval, split, self.root, f"evaluating on {pair.eval}")
+        # a method from another's run: its own label where the source's stands in the id
+        cid = (_slug(label) + src.id[len(_slug(src.method)):]) if sourced else src.id
+        self.add(Cell(f"{cid}__fewshot{few['examples']}-{pair.eval}", "few-shot", src.backbone, label,
+                      copy.deepcopy(m.config) if sourced else src.method_config,
+                      m.soft_prompt if sourced else src.soft_prompt,
+                      m.backbone_mode if sourced else src.backbone_mode, task=src.task,
+                      eval_task=pair.eval, split=split, seed=src.seed, train=kw, needs=src.id,
+                      metric=spec.metric_for(pair.eval), skip=reason))
 
     def skip_unused_sources(self, trained: list[Cell]) -> None:
         """A training task that only feeds transfer cells is not trained when none of them can run here."""

@@ -8,7 +8,9 @@ and scores.json. Cell files keep the scores (incl. `unparseable` for text-to-tex
 path of the outputs.
 
 Run folders go to <runs>/<spec>/<cell-id>/run/ (store.py); the returned result becomes the cell
-file. A cell that needs another cell's adapter (eval, few-shot) finds it in that cell's run folder;
+file. A cell that needs another cell's adapter (eval, few-shot) finds it in that cell's run folder (a
+few-shot method started from another method's run gets that adapter folder wherever its config says
+"{source}": SPoT's init_from, ATTEMPT's sources, MPT's shared_from);
 on a fresh clone, where only the committed cell file of the source exists, the source is trained
 again into its run folder first (same config and seed; its committed cell file is left as it is),
 and the result says so (`source_retrained`).
@@ -91,11 +93,13 @@ class GridRunner:
         result.setdefault("split", cell.split)
         return result
 
-    def _config(self, cell: Cell, run_dir: Path, task: str | None = None):
+    def _config(self, cell: Cell, run_dir: Path, task: str | None = None, source: Path | None = None):
         from softprompt.train.config import TrainConfig
 
         extra = {"mixed_precision": self.mixed_precision} if self.mixed_precision else {}
         method = "prompt-tuning" if cell.kind == "peft" else copy.deepcopy(cell.method_config)  # peft: unused
+        if source is not None:  # few_shot.sources: the source run's adapter folder where the config says "{source}"
+            method = with_source(method, str(source))
         return TrainConfig(**{**cell.train, **extra, "backbone": cell.backbone, "task": task or cell.task,
                               "method": method, "seed": cell.seed,
                               "data_dir": str(self.root) if self.root else None, "output_dir": str(run_dir)})
@@ -301,7 +305,7 @@ class GridRunner:
 
         src_run, retrained = self.source_run(cell)
         run_dir = self.cell_dir(cell) / "run"
-        cfg = self._config(cell, run_dir, task=cell.eval_task)
+        cfg = self._config(cell, run_dir, task=cell.eval_task, source=adapter_dir(src_run))
         log = self._cell_log(cell)
         resume = run_dir.exists()
         trainer = Trainer(cfg, self.backbone(cell.backbone, cell.backbone_mode), resume, log).setup()
@@ -355,6 +359,17 @@ class GridRunner:
         bb = self.backbone(cell.backbone)
         rows = parameter_table(bb, list(cell.params["methods"]), cell.params["num_labels"])
         return {"rows": rows, "backbone_params": bb.num_parameters(), "num_labels": cell.params["num_labels"]}
+
+
+def with_source(value, folder: str):
+    """A method config with every "{source}" (spec.SOURCE) replaced by the source run's adapter folder."""
+    from softprompt.experiments.spec import SOURCE
+
+    if isinstance(value, dict):
+        return {k: with_source(v, folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [with_source(v, folder) for v in value]
+    return folder if value == SOURCE else value
 
 
 def warm_start(model, tensors: dict) -> tuple[int, list[str]]:

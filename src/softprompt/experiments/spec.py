@@ -29,7 +29,10 @@
     pairs: [{train: sst2, eval: imdb, split: test}]        # zero-shot transfer A -> B (same label space,
                                                            # or same_labels: true as for MRPC <-> QQP)
     few_shot: {examples: 100, pairs: [{train: sst2, eval: imdb, split: test}], train: {epochs: 10},
-               methods: [lpt, id-spam]}                # default: all methods
+               methods: [lpt, id-spam],                # default: all methods
+               sources: {attempt: prompt-tuning}}      # few-shot only: starts from prompt-tuning's run on A
+                                                       # (its adapter folder wherever the method says
+                                                       # "{source}", e.g. producer: {sources: ["{source}"]})
     params: {backbones: [minilm-l6, mpnet-base]}           # trainable parameters per method (parameter_table)
     timing: true                                           # also time inference per sample
     published: [{title: ..., columns: [...], rows: {method: [values]}}]  # paper numbers, shown as is
@@ -93,6 +96,7 @@ TOP_LEVEL = (
 )
 PROFILE_KEYS = ("seeds", "backbones", "tasks", "train", "task_overrides", "method_overrides", "eval_limit", "layers",
                 "few_shot", "params", "eval_tasks", "pairs", "executors")
+SOURCE = "{source}"  # in a few-shot method's config: the adapter folder of its `few_shot.sources` run on A
 # TrainConfig keys a cell sets itself
 CELL_OWNED = ("backbone", "task", "method", "seed", "output_dir", "data_dir")
 BAD_METRICS = ("mse", "main")  # lower-is-better / alias; tables assume higher is better
@@ -547,15 +551,26 @@ def _few_shot(few_shot, labels: list[str], where: str) -> dict | None:
     if few_shot is None:
         return None
     few_shot = dict(_mapping(few_shot, f"{where}: few_shot"))
-    bad = sorted(set(few_shot) - {"examples", "pairs", "train", "methods"})
+    bad = sorted(set(few_shot) - {"examples", "pairs", "train", "methods", "sources"})
     if bad:
         raise ConfigError(f"{where}: few_shot: unknown field(s) {', '.join(bad)}; "
-                          f"expected examples, pairs, train, methods")
+                          f"expected examples, pairs, train, methods, sources")
     few_shot["methods"] = [str(m) for m in (few_shot.get("methods") or labels)]
     for i, m in enumerate(few_shot["methods"]):
         if m not in labels:
             raise ConfigError(f"{where}: few_shot.methods[{i}]: {m!r} is not one of the spec's methods "
                               f"({', '.join(labels)})")
+    # label -> the method whose run on A it starts from (SPoT, ATTEMPT, MPT: prompts trained on a source task);
+    # such a method is not trained on its own
+    sources = {str(k): str(v) for k, v in _mapping(few_shot.get("sources"), f"{where}: few_shot.sources").items()}
+    for label, source in sources.items():
+        if label not in few_shot["methods"]:
+            raise ConfigError(f"{where}: few_shot.sources.{label}: not one of few_shot.methods "
+                              f"({', '.join(few_shot['methods'])})")
+        if source not in labels or source in sources:
+            raise ConfigError(f"{where}: few_shot.sources.{label}: {source!r} must be one of the spec's methods that "
+                              f"is trained on its own ({', '.join(m for m in labels if m not in sources)})")
+    few_shot["sources"] = sources
     few_shot["examples"] = _ints(few_shot.get("examples", 100), f"{where}: few_shot.examples")[0]
     few_shot["pairs"] = [_pair(p, f"{where}: few_shot.pairs[{i}]") for i, p in enumerate(few_shot.get("pairs") or [])]
     few_shot["train"] = _check_train_keys(few_shot.get("train"), f"{where}: few_shot.train")
@@ -604,7 +619,7 @@ def _versus(data: dict, labels: list[str], where: str) -> list[list[str]]:
 
 
 def _check_something_runs(methods, tasks, pairs, eval_tasks, few_shot, zero_shot, params, backbones, where) -> None:
-    trains_something = bool(methods and (tasks or pairs))
+    trains_something = bool(methods and (tasks or pairs or (few_shot or {}).get("pairs")))
     if not (trains_something or zero_shot or params):
         raise ConfigError(f"{where}: nothing to run: give methods and tasks (or pairs), zero_shot or params")
     if (tasks or pairs or eval_tasks or few_shot) and not methods:
