@@ -171,16 +171,21 @@ def test_save_load_keeps_the_context_and_delta(tmp_path):
         assert torch.allclose(loaded(ids, mask, types).logits, model(ids, mask, types).logits, atol=1e-6)
 
 
-def test_the_training_loop_projects_after_every_step(tmp_path, data_dir):
+@pytest.mark.parametrize("backbone,task", [("tiny-bert", "sst2"), ("tiny-llama", "sst2-t2t")])
+def test_the_training_loop_projects_after_every_step(tmp_path, data_dir, backbone, task):
     from softprompt.train.config import TrainConfig
     from softprompt.train.trainer import train
 
-    # a learning rate far too large for the balls: without the projection the delta leaves them at once
-    cfg = TrainConfig(backbone="tiny-bert", task="sst2", method={"name": "cpt"}, data_dir=str(data_dir),
-                      train_limit=16, eval_limit=8, epochs=1, batch_size=8, max_length=32, lr=0.5,
+    # a learning rate far too large for the balls: without the projection the delta leaves them at once;
+    # classification (a head) and text-to-text generation (the LM loss on the answer)
+    method = {"name": "cpt", "producer": {"context": [["a gripping film", "positive"], ["dull", "negative"]]}}
+    cfg = TrainConfig(backbone=backbone, task=task, method=method, data_dir=str(data_dir),
+                      train_limit=16, eval_limit=8, epochs=1, batch_size=8, max_length=48, lr=0.5,
                       progress=False, output_dir=str(tmp_path / "run"))
-    train(cfg, log=lambda *a: None)
-    model = load_adapter(tmp_path / "run" / "adapter", load_backbone("tiny-bert"))
+    summary = train(cfg, log=lambda *a: None)
+    assert 0 <= summary["test"]["scores"]["main"] <= 100
+    model = load_adapter(tmp_path / "run" / "adapter", load_backbone(backbone))
+    assert model.generative == (task == "sst2-t2t")
     producer = model.producer
     eps = producer.epsilons()
     norms = producer.delta.detach().norm(dim=1)
