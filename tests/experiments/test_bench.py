@@ -182,7 +182,7 @@ def test_repository_specs_expand(data_dir):
     glue = expand(specs["glue"], "quick", data_dir)
     skipped = {c.task for c in glue if c.skip}
     assert skipped == {"mnli", "qnli", "qqp"} and all("hub-only" in c.skip for c in glue if c.skip)
-    assert sum(1 for c in glue if not c.skip) == 13 * 5  # 13 methods x the 5 offline tasks
+    assert sum(1 for c in glue if not c.skip) == 15 * 5  # 15 methods x the 5 offline tasks
     full = expand(specs["glue"], "full", data_dir)
     assert {c.seed for c in full} == {0, 1, 2} and all(c.train["epochs"] == 30 for c in full)
     assert all(c.train["train_limit"] is None for c in full)
