@@ -17,6 +17,15 @@ What maps onto what (peft 0.21):
     adaption-prompt (@ adaption site)     ADAPTION_PROMPT per adapted layer: <attention>.adaption_prompt
                                                           (1, P, d) and .adaption_gate (1,) (Llama, Mistral,
                                                           GPT-2; export only)
+    cartridge (trained cache @ kv)        CARTRIDGE       prompt_embeddings (P, L*2*kv_dim), the frozen sink
+                                                          rows first (peft's frozen_embedding), then the
+                                                          trained ones; num_frozen_tokens = frozen_tokens
+    mpt (P* o UV @ embeddings; decoders,  MULTITASK_      num_tasks=1, num_ranks=rank: prompt_embeddings = P*
+         T5)                              PROMPT_TUNING   (P, d), prefix_task_cols = U (1, P, r),
+                                                          prefix_task_rows = V (1, r, d); peft needs
+                                                          task_ids=zeros(batch) in forward and generate
+    mpt (encoders)                        PROMPT_TUNING   materialised P* o UV (peft's FEATURE_EXTRACTION
+                                                          model never passes task_ids to the MPT encoder)
 
 The key/value layout is the same on both sides: the last axis of `prompt_embeddings` is
 (layer, key|value, kv_head, head_dim), peft's `num_attention_heads` is the number of key/value
@@ -76,8 +85,12 @@ SUPPORTED_EXPORT = {
     "p-tuning-v2": "PREFIX_TUNING",
     "cpt": "CPT on decoders, PROMPT_TUNING (materialised) on encoders and T5",
     "adaption-prompt": "ADAPTION_PROMPT",
+    "cartridge": "CARTRIDGE",
+    "mpt": "MULTITASK_PROMPT_TUNING (num_tasks=1) on decoders and T5, PROMPT_TUNING (materialised) on encoders",
 }
-SUPPORTED_IMPORT = ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "CPT")
+SUPPORTED_IMPORT = ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "CPT", "CARTRIDGE", "MULTITASK_PROMPT_TUNING")
+KV_TYPES = ("PREFIX_TUNING", "CARTRIDGE")  # served as past_key_values, prompt_embeddings (P, L*2*kv_dim)
+NATIVE_TYPES = ("CARTRIDGE", "MULTITASK_PROMPT_TUNING")  # peft's own type holds the producer's parameters
 
 
 class PeftInteropError(AdapterError):
@@ -93,7 +106,7 @@ def _supported_text() -> str:
 class PeftLayout:
     """How a softprompt prompt maps onto a peft prompt-learning config."""
 
-    peft_type: str  # PROMPT_TUNING | PREFIX_TUNING | ADAPTION_PROMPT
+    peft_type: str  # PROMPT_TUNING | PREFIX_TUNING | ADAPTION_PROMPT | CARTRIDGE | MULTITASK_PROMPT_TUNING | CPT
     task_type: str
     num_virtual_tokens: int
     num_layers: int
@@ -102,7 +115,7 @@ class PeftLayout:
 
     @property
     def prompt_shape(self) -> tuple[int, int]:
-        if self.peft_type == "PREFIX_TUNING":
+        if self.peft_type in KV_TYPES:
             return self.num_virtual_tokens, self.num_layers * 2 * self.token_dim
         if self.peft_type == "ADAPTION_PROMPT":  # per layer [prompt | gate]
             return self.num_virtual_tokens, self.num_layers * (self.token_dim + 1)
@@ -113,8 +126,19 @@ def task_type_for(backbone) -> str:
     return {"decoder": "CAUSAL_LM", "encoder": "FEATURE_EXTRACTION", "encoder-decoder": "SEQ_2_SEQ_LM"}[backbone.kind]
 
 
+def native_type(producer_kind: str, site_type: str, backbone) -> str:
+    """The peft type that holds a producer as itself, where peft has one; else the site's type (materialised)."""
+    if producer_kind == "cartridge" and site_type == "PREFIX_TUNING":
+        return "CARTRIDGE"
+    if producer_kind == "mpt" and site_type == "PROMPT_TUNING" and backbone.kind != "encoder":
+        return "MULTITASK_PROMPT_TUNING"  # peft's FEATURE_EXTRACTION forward passes no task_ids: encoders fold
+    if producer_kind == "cpt" and site_type == "PROMPT_TUNING" and backbone.kind == "decoder":
+        return "CPT"  # peft's CPT is CAUSAL_LM only
+    return site_type
+
+
 def layout_for(runner, backbone, peft_type: str, num_tokens: int, site=None) -> PeftLayout:
-    if peft_type == "PREFIX_TUNING":
+    if peft_type in KV_TYPES:
         heads, head_dim = runner.prefix_shape()
         return PeftLayout(peft_type, task_type_for(backbone), num_tokens, runner.num_layers, heads * head_dim, heads)
     if peft_type == "ADAPTION_PROMPT":
@@ -146,7 +170,8 @@ def export_layout(model) -> PeftLayout:
         why = site.peft_obstacle(model.runner)
     if why:
         raise PeftInteropError(f"{what} cannot be exported as a peft adapter: {why}. Supported: {_supported_text()}")
-    return layout_for(model.runner, model.backbone, site.peft_type, producer.num_tokens, site)
+    peft_type = native_type(method.producer_kind, site.peft_type, model.backbone)
+    return layout_for(model.runner, model.backbone, peft_type, producer.num_tokens, site)
 
 
 # ------------------------------------------------------------------------------------ export
@@ -162,7 +187,16 @@ def peft_prompt_tensor(model) -> torch.Tensor:
 
 def peft_weights(model, layout: PeftLayout) -> dict[str, torch.Tensor]:
     """The tensors of peft's adapter_model.safetensors, under peft's names."""
-    prompt = peft_prompt_tensor(model)
+    if layout.peft_type == "MULTITASK_PROMPT_TUNING":  # peft's names and shapes, one task: P*, U, V
+        producer = model.producer
+        out = {"prompt_embeddings": producer.shared, "prefix_task_cols": producer.cols[None],
+               "prefix_task_rows": producer.rows[None]}
+        out = {k: v.detach().float().cpu().contiguous() for k, v in out.items()}
+        if tuple(out["prompt_embeddings"].shape) != layout.prompt_shape:
+            raise PeftInteropError(f"P* has shape {tuple(out['prompt_embeddings'].shape)}, "
+                                   f"peft expects {layout.prompt_shape}")
+        return out
+    prompt = peft_prompt_tensor(model)  # CARTRIDGE: sink rows then trained rows, as peft's encoder.weight
     if layout.peft_type != "ADAPTION_PROMPT":
         return {"prompt_embeddings": prompt}
     blocks = prompt.reshape(layout.num_virtual_tokens, layout.num_layers, layout.token_dim + 1)
@@ -182,11 +216,12 @@ def _attention_names(model) -> list[str]:
 
 
 def peft_config_for(model, layout: PeftLayout | None = None):
-    """A peft PromptTuningConfig / PrefixTuningConfig / AdaptionPromptConfig describing the model's prompt."""
-    from peft import AdaptionPromptConfig, PrefixTuningConfig, PromptTuningConfig
+    """The peft config (PromptTuningConfig, PrefixTuningConfig, CartridgeConfig, ...) describing the model's prompt."""
+    from peft import (AdaptionPromptConfig, CartridgeConfig, MultitaskPromptTuningConfig, PrefixTuningConfig,
+                      PromptTuningConfig)
 
     layout = layout or export_layout(model)
-    if model.method.producer_kind == "cpt" and layout.task_type == "CAUSAL_LM":
+    if layout.peft_type == "CPT":
         return _cpt_config(model)
     if layout.peft_type == "ADAPTION_PROMPT":
         return AdaptionPromptConfig(task_type=layout.task_type, adapter_len=layout.num_virtual_tokens,
@@ -198,6 +233,11 @@ def peft_config_for(model, layout: PeftLayout | None = None):
                   base_model_name_or_path=model.backbone.name, inference_mode=True)
     if layout.peft_type == "PREFIX_TUNING":
         return PrefixTuningConfig(**common, prefix_projection=False, encoder_hidden_size=layout.token_dim)
+    if layout.peft_type == "CARTRIDGE":
+        return CartridgeConfig(**common, num_frozen_tokens=model.producer.cfg.frozen_tokens)
+    if layout.peft_type == "MULTITASK_PROMPT_TUNING":
+        return MultitaskPromptTuningConfig(**common, prompt_tuning_init="RANDOM", num_tasks=1,
+                                           num_ranks=model.producer.cfg.rank)
     return PromptTuningConfig(**common, prompt_tuning_init="RANDOM")
 
 
@@ -247,7 +287,7 @@ def export_peft(model_or_run_dir, out_dir: str | os.PathLike, *, task: str | Non
         "format_version": 1,
         "softprompt_version": __version__,
         "peft_type": getattr(config.peft_type, "value", layout.peft_type),
-        "materialised": model.method.producer_kind != "static",
+        "materialised": model.method.producer_kind != "static" and layout.peft_type not in NATIVE_TYPES,
         "source_method": model.method.to_dict(),
         "head": dataclasses.asdict(model.method.head),
         "head_kind": model.head_kind,
@@ -278,6 +318,18 @@ def read_peft_config(directory: str | os.PathLike) -> dict[str, Any]:
             continue  # peft's CPTConfig leaves them to the base model
         if not isinstance(cfg.get(key), int) or cfg[key] < 1:
             raise PeftInteropError(f"{path}: field {key!r} must be a positive integer, got {cfg.get(key)!r}")
+    if kind == "CARTRIDGE":
+        frozen = cfg.get("num_frozen_tokens", 1)
+        if not isinstance(frozen, int) or not 0 <= frozen <= cfg["num_virtual_tokens"]:
+            raise PeftInteropError(f"{path}: field 'num_frozen_tokens' must be an integer in 0..num_virtual_tokens "
+                                   f"({cfg['num_virtual_tokens']}), got {frozen!r}")
+    if kind == "MULTITASK_PROMPT_TUNING":
+        if cfg.get("num_tasks", 1) != 1:
+            raise PeftInteropError(f"{path}: num_tasks={cfg.get('num_tasks')}; softprompt's mpt holds one task's U, V, "
+                                   "so only adapters with num_tasks=1 can be imported")
+        if not isinstance(cfg.get("num_ranks", 1), int) or cfg.get("num_ranks", 1) < 1:
+            raise PeftInteropError(f"{path}: field 'num_ranks' must be a positive integer, "
+                                   f"got {cfg.get('num_ranks')!r}")
     return cfg
 
 
@@ -293,14 +345,14 @@ def read_sidecar(directory: str | os.PathLike) -> dict[str, Any] | None:
 
 def _check_layout(cfg: dict, layout: PeftLayout, prompt: torch.Tensor, where: str, runner, family: str) -> None:
     obstacle = runner.peft_prefix_obstacle
-    if cfg["peft_type"] == "PREFIX_TUNING" and obstacle:
-        raise PeftInteropError(f"{where}: prefix tuning on {family} cannot be imported: {obstacle}")
+    if cfg["peft_type"] in KV_TYPES and obstacle:
+        raise PeftInteropError(f"{where}: {cfg['peft_type'].lower()} on {family} cannot be imported: {obstacle}")
     submodules = cfg.get("num_transformer_submodules") or 1
     if submodules != 1:
         raise PeftInteropError(f"{where}: num_transformer_submodules={submodules} (prompts on the decoder too); "
                                "softprompt prompts T5's encoder only, so only adapters with 1 can be imported")
     expect = {"num_layers": layout.num_layers, "token_dim": layout.token_dim}
-    if cfg["peft_type"] == "PREFIX_TUNING":
+    if cfg["peft_type"] in KV_TYPES:
         expect["num_attention_heads"] = layout.num_attention_heads
     for key, value in expect.items():
         if cfg.get(key) != value:
@@ -323,6 +375,19 @@ def _check_cpt(cfg: dict, backbone, where: str) -> None:
         raise PeftInteropError(f"{where}: cpt_tokens_type_mask must have one entry per token ({len(ids)})")
 
 
+def _mpt_factors(cfg: dict, tensors: dict[str, torch.Tensor], layout: PeftLayout, where: str):
+    """U (P, r) and V (r, d) of a one-task peft MPT adapter, checked against its config."""
+    n, d, r = layout.num_virtual_tokens, layout.token_dim, cfg.get("num_ranks", 1)
+    out = []
+    for key, shape in (("prefix_task_cols", (1, n, r)), ("prefix_task_rows", (1, r, d))):
+        value = tensors.get(key)
+        if value is None or tuple(value.shape) != shape or not bool(torch.isfinite(value).all()):
+            got = None if value is None else tuple(value.shape)
+            raise PeftInteropError(f"{where}: {key} must be a finite tensor of shape {shape}, got {got}")
+        out.append(value[0])
+    return out
+
+
 SCORE_KEY = "base_model.score.weight"  # what peft saves of a *ForSequenceClassification decoder's head
 
 
@@ -341,15 +406,18 @@ def import_peft(directory: str | os.PathLike, backbone=None, *, num_labels: int 
                 is_regression: bool | None = None, label_words: list[str] | None = None,
                 head: dict[str, Any] | None = None, check_base: bool = True, seed: int = 0,
                 generative: bool | None = None):
-    """A SoftPromptModel from a peft prompt-tuning / p-tuning / prefix-tuning adapter (safetensors only).
+    """A SoftPromptModel from a peft prompt-tuning / p-tuning / prefix-tuning / CPT / cartridge / multitask
+    prompt-tuning adapter (safetensors only).
 
     The prompt becomes a static prompt at the embeddings (method prompt-tuning) or static
-    key/value prefixes (p-tuning-v2). The head comes from the softprompt sidecar when the
-    adapter was written by `export_peft`; otherwise a new head is made (seeded by `seed`) for
-    `num_labels` classes (default 2), or a verbalizer when `label_words` are given. A decoder
-    SEQ_CLS adapter's `score` matrix (modules_to_save) becomes a last-token head with zero bias,
-    which is what LlamaForSequenceClassification / GPT2ForSequenceClassification compute; other
-    classifiers (BERT's sits on its tanh pooler) are ignored with a warning.
+    key/value prefixes (p-tuning-v2); CPT comes back as cpt, CARTRIDGE as cartridge (its first
+    num_frozen_tokens rows the frozen sink) and a one-task MULTITASK_PROMPT_TUNING as mpt (P*, U, V).
+    The head comes from the softprompt sidecar when the adapter was written by `export_peft`;
+    otherwise a new head is made (seeded by `seed`) for `num_labels` classes (default 2), or a
+    verbalizer when `label_words` are given. A decoder SEQ_CLS adapter's `score` matrix
+    (modules_to_save) becomes a last-token head with zero bias, which is what
+    LlamaForSequenceClassification / GPT2ForSequenceClassification compute; other classifiers
+    (BERT's sits on its tanh pooler) are ignored with a warning.
     `backbone` defaults to the sidecar's base model, else the config's base_model_name_or_path.
     `generative` (default: the sidecar's, else False): a model for generation (LM head, no task
     head; decoders and T5), e.g. for a peft CAUSAL_LM / SEQ_2_SEQ_LM adapter made for generation.
@@ -385,7 +453,7 @@ def import_peft(directory: str | os.PathLike, backbone=None, *, num_labels: int 
             f"has fingerprint {backbone.fingerprint()[:12]}"
         )
 
-    peft_type = "PREFIX_TUNING" if cfg["peft_type"] == "PREFIX_TUNING" else "PROMPT_TUNING"
+    peft_type = "PREFIX_TUNING" if cfg["peft_type"] in KV_TYPES else "PROMPT_TUNING"
     prompt = tensors["prompt_embeddings"]
     if prompt.dim() != 2:
         raise PeftInteropError(f"{weights}: prompt_embeddings must be 2-D, got shape {tuple(prompt.shape)}")
@@ -396,12 +464,15 @@ def import_peft(directory: str | os.PathLike, backbone=None, *, num_labels: int 
                "num_layers": cfg.get("num_layers") or layout.num_layers}
         _check_cpt(cfg, backbone, str(directory))
     _check_layout(cfg, layout, prompt, str(directory), runner, backbone.family)
+    is_mpt = cfg["peft_type"] == "MULTITASK_PROMPT_TUNING"
+    factors = _mpt_factors(cfg, tensors, layout, str(weights)) if is_mpt else None
 
     if generative is None:
         generative = bool((sidecar or {}).get("generative"))
     score = (_decoder_score(tensors, backbone, runner)
              if not generative and not sidecar and head is None and not label_words else None)
     used = {"prompt_embeddings"} | ({SCORE_KEY} if score is not None else set())
+    used |= {"prefix_task_cols", "prefix_task_rows"} if factors is not None else set()
     ignored = sorted(set(tensors) - used)
     if ignored:
         warnings.warn(f"{weights}: ignoring tensors softprompt has no place for (e.g. a classifier in "
@@ -429,6 +500,14 @@ def import_peft(directory: str | os.PathLike, backbone=None, *, num_labels: int 
                     "epsilon": float(cfg.get("opt_projection_epsilon", 0.1)),
                     "format_epsilon": float(cfg.get("opt_projection_format_epsilon", 0.1))}
         name = "cpt"
+    elif cfg["peft_type"] == "CARTRIDGE":  # the trained cache as itself; init random: no prefill when it loads
+        producer = {"kind": "cartridge", "num_tokens": cfg["num_virtual_tokens"], "init": "random",
+                    "frozen_tokens": cfg.get("num_frozen_tokens", 1)}
+        name = "cartridge"
+    elif factors is not None:
+        producer = {"kind": "mpt", "num_tokens": cfg["num_virtual_tokens"], "init": "random",
+                    "rank": cfg.get("num_ranks", 1), "shared_from": None}
+        name = "mpt"
     method = method_config(name, producer=producer, head=head_cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -436,6 +515,14 @@ def import_peft(directory: str | os.PathLike, backbone=None, *, num_labels: int 
     with torch.no_grad():
         if cfg["peft_type"] == "CPT":
             model.producer.delta.copy_(prompt.to(model.producer.delta.dtype) - model.producer.context)
+        elif cfg["peft_type"] == "CARTRIDGE":
+            cut = model.producer.sink.shape[0]
+            model.producer.sink.copy_(prompt[:cut].to(model.producer.sink.dtype))
+            model.producer.prompt.copy_(prompt[cut:].to(model.producer.prompt.dtype))
+        elif factors is not None:
+            for param, value in zip((model.producer.shared, model.producer.cols, model.producer.rows),
+                                    (prompt, *factors)):
+                param.copy_(value.to(param.dtype))
         else:
             model.producer.prompt.copy_(prompt.to(model.producer.prompt.dtype))
     head_file = directory / SIDECAR_HEAD

@@ -40,7 +40,7 @@ class CartridgeConfig(ProducerConfig):
 class CartridgePrompt(Producer):
     kind = "cartridge"
     config_class = CartridgeConfig
-    peft_exportable = True  # served as peft serves a prefix (PREFIX_TUNING layout; peft's CARTRIDGE stores the same)
+    peft_exportable = True  # peft's CARTRIDGE (sink rows = its frozen_embedding, num_frozen_tokens = frozen_tokens)
 
     def __init__(self, cfg: CartridgeConfig, out_dim: int, hidden_size: int):
         super().__init__(cfg, out_dim, hidden_size)

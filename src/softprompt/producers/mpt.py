@@ -45,7 +45,7 @@ class MultitaskPrompt(Producer):
     kind = "mpt"
     config_class = MPTConfig
     folds_to_static = True
-    peft_exportable = True  # exported folded, as the prompt-tuning vectors it is at inference
+    peft_exportable = True  # peft's MULTITASK_PROMPT_TUNING (one task) on decoders and T5; folded on encoders
     default_lrs = {"prompt": 3e-1}  # the paper's target-adaptation learning rate for T5 prompt tuning
 
     def __init__(self, cfg: MPTConfig, out_dim: int, hidden_size: int):
