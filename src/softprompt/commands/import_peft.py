@@ -1,8 +1,10 @@
-"""softprompt import-peft: turn a peft prompt-tuning / p-tuning / prefix-tuning adapter into a softprompt adapter."""
+"""softprompt import-peft: turn a peft prompt-learning adapter (prompt tuning, p-tuning, prefix tuning, CPT, cartridge,
+multitask prompt tuning) into a softprompt adapter."""
 
 from __future__ import annotations
 
-HELP = "import a peft prompt-tuning / p-tuning / prefix-tuning adapter (safetensors) as a softprompt adapter folder"
+HELP = ("import a peft PROMPT_TUNING / P_TUNING / PREFIX_TUNING / CPT / CARTRIDGE / MULTITASK_PROMPT_TUNING adapter "
+        "(safetensors) as a softprompt adapter folder")
 
 
 def add_arguments(parser) -> None:
