@@ -141,7 +141,7 @@ def test_any_producer_at_any_site():
         ({"producer": {"kind": "mlp", "init_steps": 0}}, "method.producer: init_steps must be >= 1"),
         ({"producer": {"kind": "mlp", "init": "text"}}, "method.producer: init: text needs init_text"),
         ({"site": {"kind": "sideways"}}, "method.site.kind: unknown 'sideways'; expected one of embeddings, layer, kv"),
-        ({"site": {"kind": "layer", "layers": [1]}}, "method.site.layers: only for site kind 'kv'"),
+        ({"site": {"kind": "layer", "layers": [1]}}, "method.site.layers: only for site kinds 'kv' and 'adaption'"),
         ({"site": {"kind": "kv", "layer": 1}}, "method.site.layer: only for site kind 'layer'"),
     ],
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from softprompt.errors import ConfigError
 from softprompt.runners import attention_terms
-from softprompt.sites.base import Flow, Site, SiteConfig
+from softprompt.sites.base import Flow, Site, SiteConfig, check_layer_list, layer_list
 
 PEFT_FAMILIES = ("llama", "mistral", "gpt2")  # where peft's AdaptionPrompt runs
 
@@ -27,19 +27,11 @@ class AdaptionSite(Site):
 
     @classmethod
     def check_fields(cls, cfg: SiteConfig) -> None:
-        if cfg.layer is not None:
-            raise ConfigError("method.site.layer: only for site kind 'layer'; use method.site.layers")
-        given = cfg.layers
-        if given is not None and (not given or min(given) < 0 or len(set(given)) != len(given)):
-            raise ConfigError(f"method.site.layers: must be distinct layers >= 0, got {given}")
+        check_layer_list(cfg)
 
     @classmethod
     def from_config(cls, cfg: SiteConfig, num_layers: int, backbone: str) -> "AdaptionSite":
-        layers = list(range(num_layers)) if cfg.layers is None else list(cfg.layers)
-        if [i for i in layers if not 0 <= i < num_layers]:
-            raise ConfigError(f"method.site.layers: must be distinct layers in 0..{num_layers - 1} for {backbone}, "
-                              f"got {cfg.layers}")
-        return cls(layers)
+        return cls(layer_list(cfg, num_layers, backbone))
 
     def prompt_dim(self, runner) -> int:
         why = attention_terms.unfit(runner.model, [runner.layers[i] for i in self.layers])

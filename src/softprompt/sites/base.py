@@ -100,6 +100,25 @@ class Site:
         adds the checks that need its layer count)."""
 
 
+def check_layer_list(cfg: SiteConfig) -> None:
+    """The backbone-free checks of a site that takes `layers` (a list) and not `layer`."""
+    if cfg.layer is not None:
+        raise ConfigError("method.site.layer: only for site kind 'layer'; use method.site.layers")
+    given = cfg.layers
+    if given is not None and (not given or min(given) < 0 or len(set(given)) != len(given)):
+        raise ConfigError(f"method.site.layers: must be distinct layers >= 0, got {given}")
+
+
+def layer_list(cfg: SiteConfig, num_layers: int, backbone: str) -> list[int]:
+    """`cfg.layers` on a backbone of `num_layers` (None: every layer); a ConfigError names the field."""
+    layers = list(range(num_layers)) if cfg.layers is None else list(cfg.layers)
+    bad = [i for i in layers if not 0 <= i < num_layers]
+    if not layers or bad or len(set(layers)) != len(layers):
+        raise ConfigError(f"method.site.layers: must be distinct layers in 0..{num_layers - 1} for {backbone}, "
+                          f"got {cfg.layers}")
+    return layers
+
+
 SITES: dict[str, type] = {}
 
 

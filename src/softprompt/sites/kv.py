@@ -10,7 +10,7 @@ import torch
 from softprompt.errors import ConfigError
 from softprompt.runners.kv_cache import KVCache
 from softprompt.runners.loop import run_layers, start_sequence
-from softprompt.sites.base import Flow, Site, SiteConfig
+from softprompt.sites.base import Flow, Site, SiteConfig, check_layer_list, layer_list
 
 
 class KVSite(Site):
@@ -23,20 +23,11 @@ class KVSite(Site):
 
     @classmethod
     def check_fields(cls, cfg: SiteConfig) -> None:
-        if cfg.layer is not None:
-            raise ConfigError("method.site.layer: only for site kind 'layer'; use method.site.layers")
-        given = cfg.layers
-        if given is not None and (not given or min(given) < 0 or len(set(given)) != len(given)):
-            raise ConfigError(f"method.site.layers: must be distinct layers >= 0, got {given}")
+        check_layer_list(cfg)
 
     @classmethod
     def from_config(cls, cfg: SiteConfig, num_layers: int, backbone: str) -> "KVSite":
-        layers = list(range(num_layers)) if cfg.layers is None else list(cfg.layers)
-        bad = [i for i in layers if not 0 <= i < num_layers]
-        if not layers or bad or len(set(layers)) != len(layers):
-            raise ConfigError(f"method.site.layers: must be distinct layers in 0..{num_layers - 1} for {backbone}, "
-                              f"got {cfg.layers}")
-        return cls(layers)
+        return cls(layer_list(cfg, num_layers, backbone))
 
     def prompt_dim(self, runner) -> int:
         heads, head_dim = runner.prefix_shape()

@@ -15,7 +15,7 @@ class LayerSite(Site):
     @classmethod
     def check_fields(cls, cfg: SiteConfig) -> None:
         if cfg.layers is not None:
-            raise ConfigError("method.site.layers: only for site kind 'kv'; use method.site.layer")
+            raise ConfigError("method.site.layers: only for site kinds 'kv' and 'adaption'; use method.site.layer")
         if cfg.layer is not None and cfg.layer < 0:
             raise ConfigError(f"method.site.layer: must be >= 0, got {cfg.layer}")
 
