@@ -103,5 +103,5 @@ def test_models_matrix_command_writes_the_table(tmp_path, capsys):
     out = tmp_path / "models.md"
     assert main(["models", "matrix", "--only", "gpt2", "--out", str(out)]) == 0
     rows = [line for line in out.read_text().splitlines() if line.startswith("| `gpt2`")]
-    assert len(rows) == 1 and rows[0].count("✓") == 9 and "✗" not in rows[0]
+    assert len(rows) == 1 and rows[0].count("✓") == 11 and "✗" not in rows[0]
     assert "softprompt models matrix --only gpt2" in out.read_text()

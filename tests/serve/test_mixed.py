@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from softprompt.backbones import load_backbone
+from softprompt.errors import ConfigError
 from softprompt.methods import method_config
 from softprompt.model import SoftPromptModel
 from softprompt.runners import runner_for
@@ -50,7 +51,12 @@ def run_mixed(backbone, models, rows, side):
 @pytest.mark.parametrize("name", FAMILIES)
 def test_every_method_in_one_mixed_batch_equals_alone(name):
     backbone = load_backbone(name)
-    models = [make_model(backbone, m, seed=i, num_labels=2 + i % 3) for i, m in enumerate(METHODS)]
+    models = []
+    for i, m in enumerate(METHODS):
+        try:
+            models.append(make_model(backbone, m, seed=i, num_labels=2 + i % 3))
+        except ConfigError as err:  # a site that cannot run on this architecture says so in one line (MPNet: adaption)
+            assert str(err).startswith("method.site.kind:") and "cannot run on" in str(err), err
     pair = "and the second segment" if backbone.family == "bert" else None
     rows = [(i % len(models), TEXTS[i % len(TEXTS)], pair if i == 4 else None) for i in range(2 * len(models))]
     sides = ["right", "left"] if backbone.kind == "decoder" else ["right"]
