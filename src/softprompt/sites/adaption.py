@@ -12,26 +12,14 @@ from __future__ import annotations
 
 from softprompt.errors import ConfigError
 from softprompt.runners import attention_terms
-from softprompt.sites.base import Flow, Site, SiteConfig, check_layer_list, layer_list
+from softprompt.sites.base import Flow, LayersSite
 
 PEFT_FAMILIES = ("llama", "mistral", "gpt2")  # where peft's AdaptionPrompt runs
 
 
-class AdaptionSite(Site):
+class AdaptionSite(LayersSite):
     kind = "adaption"
     peft_type = "ADAPTION_PROMPT"
-
-    def __init__(self, layers: list[int]):
-        self.layers = sorted(layers)
-        self.boundary = self.layers[0]
-
-    @classmethod
-    def check_fields(cls, cfg: SiteConfig) -> None:
-        check_layer_list(cfg)
-
-    @classmethod
-    def from_config(cls, cfg: SiteConfig, num_layers: int, backbone: str) -> "AdaptionSite":
-        return cls(layer_list(cfg, num_layers, backbone))
 
     def prompt_dim(self, runner) -> int:
         why = attention_terms.unfit(runner.model, [runner.layers[i] for i in self.layers])
@@ -61,6 +49,4 @@ class AdaptionSite(Site):
         flow.add_attention_terms(terms)
 
     def describe(self) -> str:
-        span = self.layers == list(range(self.layers[0], self.layers[-1] + 1))
-        where = f"{self.layers[0]}..{self.layers[-1]}" if span else str(self.layers)
-        return f"gated prompt attention at layers {where}"
+        return f"gated prompt attention at layers {self.where()}"

@@ -119,6 +119,28 @@ def layer_list(cfg: SiteConfig, num_layers: int, backbone: str) -> list[int]:
     return layers
 
 
+class LayersSite(Site):
+    """A site acting at a list of layers (`method.site.layers`; None: every layer): key/value prefixes, gated
+    attention terms."""
+
+    def __init__(self, layers: list[int]):
+        self.layers = sorted(layers)
+        self.boundary = self.layers[0]
+
+    @classmethod
+    def check_fields(cls, cfg: SiteConfig) -> None:
+        check_layer_list(cfg)
+
+    @classmethod
+    def from_config(cls, cfg: SiteConfig, num_layers: int, backbone: str) -> "LayersSite":
+        return cls(layer_list(cfg, num_layers, backbone))
+
+    def where(self) -> str:
+        """The layers, as a span where they are consecutive."""
+        span = self.layers == list(range(self.layers[0], self.layers[-1] + 1))
+        return f"{self.layers[0]}..{self.layers[-1]}" if span else str(self.layers)
+
+
 SITES: dict[str, type] = {}
 
 

@@ -10,24 +10,12 @@ import torch
 from softprompt.errors import ConfigError
 from softprompt.runners.kv_cache import KVCache
 from softprompt.runners.loop import run_layers, start_sequence
-from softprompt.sites.base import Flow, Site, SiteConfig, check_layer_list, layer_list
+from softprompt.sites.base import Flow, LayersSite
 
 
-class KVSite(Site):
+class KVSite(LayersSite):
     kind = "kv"
     peft_type = "PREFIX_TUNING"
-
-    def __init__(self, layers: list[int]):
-        self.layers = sorted(layers)
-        self.boundary = self.layers[0]
-
-    @classmethod
-    def check_fields(cls, cfg: SiteConfig) -> None:
-        check_layer_list(cfg)
-
-    @classmethod
-    def from_config(cls, cfg: SiteConfig, num_layers: int, backbone: str) -> "KVSite":
-        return cls(layer_list(cfg, num_layers, backbone))
 
     def prompt_dim(self, runner) -> int:
         heads, head_dim = runner.prefix_shape()
@@ -78,9 +66,7 @@ class KVSite(Site):
         return layers * 2 * heads * head_dim
 
     def describe(self) -> str:
-        span = self.layers == list(range(self.layers[0], self.layers[-1] + 1))
-        where = f"{self.layers[0]}..{self.layers[-1]}" if span else str(self.layers)
-        return f"key/value prefixes at layers {where}"
+        return f"key/value prefixes at layers {self.where()}"
 
 
 def _split(prompt: torch.Tensor, runner, batch: int, layers: list[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
