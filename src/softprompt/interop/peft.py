@@ -105,7 +105,6 @@ def _supported_text() -> str:
 @dataclasses.dataclass
 class PeftLayout:
     """How a softprompt prompt maps onto a peft prompt-learning config."""
-
     peft_type: str  # PROMPT_TUNING | PREFIX_TUNING | ADAPTION_PROMPT | CARTRIDGE | MULTITASK_PROMPT_TUNING | CPT
     task_type: str
     num_virtual_tokens: int
@@ -428,30 +427,8 @@ def import_peft(directory: str | os.PathLike, backbone=None, *, num_labels: int 
     from softprompt.runners import runner_for
 
     directory = Path(directory)
-    cfg = read_peft_config(directory)
-    weights = directory / PEFT_WEIGHTS
-    if not weights.is_file():
-        extra = f" ({PEFT_PICKLE} is a pickle and is never loaded; re-save with safe_serialization=True)" if (
-            directory / PEFT_PICKLE).exists() else ""
-        raise PeftInteropError(f"{weights}: not found{extra}")
-    tensors = read_tensors(weights)
-    if "prompt_embeddings" not in tensors:
-        raise PeftInteropError(f"{weights}: no 'prompt_embeddings' tensor (found {sorted(tensors)[:5]})")
-    sidecar = read_sidecar(directory)
-
-    if backbone is None:
-        from softprompt.backbones import load_backbone
-
-        name = (sidecar or {}).get("base_model") or cfg.get("base_model_name_or_path")
-        if not name:
-            raise PeftInteropError(f"{directory / PEFT_CONFIG}: no base_model_name_or_path; pass a backbone")
-        backbone = load_backbone(name)
-    if sidecar and check_base and backbone.fingerprint() != sidecar.get("base_fingerprint"):
-        raise PeftInteropError(
-            f"{directory / SIDECAR_META}: exported from base model {sidecar.get('base_model')!r} "
-            f"(fingerprint {str(sidecar.get('base_fingerprint'))[:12]}), but the loaded base {backbone.name!r} "
-            f"has fingerprint {backbone.fingerprint()[:12]}"
-        )
+    cfg, tensors, sidecar, weights = _read_adapter(directory)
+    backbone = _base_for(directory, cfg, sidecar, backbone, check_base)
 
     peft_type = "PREFIX_TUNING" if cfg["peft_type"] in KV_TYPES else "PROMPT_TUNING"
     prompt = tensors["prompt_embeddings"]
@@ -477,54 +454,14 @@ def import_peft(directory: str | os.PathLike, backbone=None, *, num_labels: int 
     if ignored:
         warnings.warn(f"{weights}: ignoring tensors softprompt has no place for (e.g. a classifier in "
                       f"modules_to_save): {ignored[:5]}", stacklevel=2)
-    if sidecar:
-        head_cfg = head or sidecar.get("head") or {}
-        num_labels = num_labels or int(sidecar["num_labels"])
-        is_regression = bool(sidecar.get("is_regression")) if is_regression is None else is_regression
-        label_words = label_words or sidecar.get("label_words") or None
-    elif score is not None:  # a SEQ_CLS decoder's `score`: a bias-free linear map of the last token
-        if num_labels not in (None, score.shape[0]):
-            raise PeftInteropError(f"{weights}: {SCORE_KEY} has {score.shape[0]} outputs, but num_labels={num_labels}")
-        head_cfg = {"kind": "regression" if is_regression else "classification", "pooling": "last"}
-        num_labels = score.shape[0]
-        is_regression = bool(is_regression)
-    else:
-        head_cfg = head or ({"kind": "verbalizer"} if label_words else {})
-        num_labels = num_labels or (len(label_words) if label_words else 2)
-        is_regression = bool(is_regression)
-    producer = {"kind": "static", "num_tokens": cfg["num_virtual_tokens"], "init": "random"}
-    name = "p-tuning-v2" if peft_type == "PREFIX_TUNING" else "prompt-tuning"
-    if cfg["peft_type"] == "CPT":  # the context comes back as itself; the delta is what the prompt adds to it
-        producer = {"kind": "cpt", "token_ids": list(cfg["cpt_token_ids"]),
-                    "type_mask": list(cfg.get("cpt_tokens_type_mask") or [1] * cfg["num_virtual_tokens"]),
-                    "epsilon": float(cfg.get("opt_projection_epsilon", 0.1)),
-                    "format_epsilon": float(cfg.get("opt_projection_format_epsilon", 0.1))}
-        name = "cpt"
-    elif cfg["peft_type"] == "CARTRIDGE":  # the trained cache as itself; init random: no prefill when it loads
-        producer = {"kind": "cartridge", "num_tokens": cfg["num_virtual_tokens"], "init": "random",
-                    "frozen_tokens": cfg.get("num_frozen_tokens", 1)}
-        name = "cartridge"
-    elif factors is not None:
-        producer = {"kind": "mpt", "num_tokens": cfg["num_virtual_tokens"], "init": "random",
-                    "rank": cfg.get("num_ranks", 1), "shared_from": None}
-        name = "mpt"
+    head_cfg, num_labels, is_regression, label_words = _head_settings(
+        sidecar, score, head, num_labels, is_regression, label_words, weights)
+    name, producer = _producer_for(cfg, peft_type, factors)
     method = method_config(name, producer=producer, head=head_cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SoftPromptModel(backbone, method, num_labels, is_regression, label_words, generative=generative)
-    with torch.no_grad():
-        if cfg["peft_type"] == "CPT":
-            model.producer.delta.copy_(prompt.to(model.producer.delta.dtype) - model.producer.context)
-        elif cfg["peft_type"] == "CARTRIDGE":
-            cut = model.producer.sink.shape[0]
-            model.producer.sink.copy_(prompt[:cut].to(model.producer.sink.dtype))
-            model.producer.prompt.copy_(prompt[cut:].to(model.producer.prompt.dtype))
-        elif factors is not None:
-            for param, value in zip((model.producer.shared, model.producer.cols, model.producer.rows),
-                                    (prompt, *factors)):
-                param.copy_(value.to(param.dtype))
-        else:
-            model.producer.prompt.copy_(prompt.to(model.producer.prompt.dtype))
+    _fill_prompt(model, cfg, prompt, factors)
     head_file = directory / SIDECAR_HEAD
     if score is not None:
         with torch.no_grad():
@@ -550,3 +487,96 @@ def import_peft(directory: str | os.PathLike, backbone=None, *, num_labels: int 
                           "task_type": cfg.get("task_type"), "head": head_source},
     }
     return model.eval()
+
+
+def _read_adapter(directory: Path):
+    """The adapter's config, tensors (safetensors only), sidecar and weights path."""
+    from softprompt.adapter import read_tensors
+
+    cfg = read_peft_config(directory)
+    weights = directory / PEFT_WEIGHTS
+    if not weights.is_file():
+        extra = f" ({PEFT_PICKLE} is a pickle and is never loaded; re-save with safe_serialization=True)" if (
+            directory / PEFT_PICKLE).exists() else ""
+        raise PeftInteropError(f"{weights}: not found{extra}")
+    tensors = read_tensors(weights)
+    if "prompt_embeddings" not in tensors:
+        raise PeftInteropError(f"{weights}: no 'prompt_embeddings' tensor (found {sorted(tensors)[:5]})")
+    sidecar = read_sidecar(directory)
+    return cfg, tensors, sidecar, weights
+
+
+def _base_for(directory: Path, cfg: dict, sidecar: dict | None, backbone, check_base: bool):
+    """The base model: the one given, else the sidecar's, else the config's; checked against the sidecar's fingerprint."""
+    if backbone is None:
+        from softprompt.backbones import load_backbone
+
+        name = (sidecar or {}).get("base_model") or cfg.get("base_model_name_or_path")
+        if not name:
+            raise PeftInteropError(f"{directory / PEFT_CONFIG}: no base_model_name_or_path; pass a backbone")
+        backbone = load_backbone(name)
+    if sidecar and check_base and backbone.fingerprint() != sidecar.get("base_fingerprint"):
+        raise PeftInteropError(
+            f"{directory / SIDECAR_META}: exported from base model {sidecar.get('base_model')!r} "
+            f"(fingerprint {str(sidecar.get('base_fingerprint'))[:12]}), but the loaded base {backbone.name!r} "
+            f"has fingerprint {backbone.fingerprint()[:12]}"
+        )
+    return backbone
+
+
+def _head_settings(sidecar, score, head, num_labels, is_regression, label_words, weights):
+    """(head config, num_labels, is_regression, label_words): the sidecar's, a SEQ_CLS score's, or new."""
+    if sidecar:
+        head_cfg = head or sidecar.get("head") or {}
+        num_labels = num_labels or int(sidecar["num_labels"])
+        is_regression = bool(sidecar.get("is_regression")) if is_regression is None else is_regression
+        label_words = label_words or sidecar.get("label_words") or None
+    elif score is not None:  # a SEQ_CLS decoder's `score`: a bias-free linear map of the last token
+        if num_labels not in (None, score.shape[0]):
+            raise PeftInteropError(f"{weights}: {SCORE_KEY} has {score.shape[0]} outputs, but num_labels={num_labels}")
+        head_cfg = {"kind": "regression" if is_regression else "classification", "pooling": "last"}
+        num_labels = score.shape[0]
+        is_regression = bool(is_regression)
+    else:
+        head_cfg = head or ({"kind": "verbalizer"} if label_words else {})
+        num_labels = num_labels or (len(label_words) if label_words else 2)
+        is_regression = bool(is_regression)
+    return head_cfg, num_labels, is_regression, label_words
+
+
+def _producer_for(cfg: dict, peft_type: str, factors) -> tuple[str, dict]:
+    """(preset name, producer config) that holds this peft type's prompt."""
+    producer = {"kind": "static", "num_tokens": cfg["num_virtual_tokens"], "init": "random"}
+    name = "p-tuning-v2" if peft_type == "PREFIX_TUNING" else "prompt-tuning"
+    if cfg["peft_type"] == "CPT":  # the context comes back as itself; the delta is what the prompt adds to it
+        producer = {"kind": "cpt", "token_ids": list(cfg["cpt_token_ids"]),
+                    "type_mask": list(cfg.get("cpt_tokens_type_mask") or [1] * cfg["num_virtual_tokens"]),
+                    "epsilon": float(cfg.get("opt_projection_epsilon", 0.1)),
+                    "format_epsilon": float(cfg.get("opt_projection_format_epsilon", 0.1))}
+        name = "cpt"
+    elif cfg["peft_type"] == "CARTRIDGE":  # the trained cache as itself; init random: no prefill when it loads
+        producer = {"kind": "cartridge", "num_tokens": cfg["num_virtual_tokens"], "init": "random",
+                    "frozen_tokens": cfg.get("num_frozen_tokens", 1)}
+        name = "cartridge"
+    elif factors is not None:
+        producer = {"kind": "mpt", "num_tokens": cfg["num_virtual_tokens"], "init": "random",
+                    "rank": cfg.get("num_ranks", 1), "shared_from": None}
+        name = "mpt"
+    return name, producer
+
+
+def _fill_prompt(model, cfg: dict, prompt: torch.Tensor, factors) -> None:
+    """Copy the peft tensors into the producer's parameters."""
+    with torch.no_grad():
+        if cfg["peft_type"] == "CPT":
+            model.producer.delta.copy_(prompt.to(model.producer.delta.dtype) - model.producer.context)
+        elif cfg["peft_type"] == "CARTRIDGE":
+            cut = model.producer.sink.shape[0]
+            model.producer.sink.copy_(prompt[:cut].to(model.producer.sink.dtype))
+            model.producer.prompt.copy_(prompt[cut:].to(model.producer.prompt.dtype))
+        elif factors is not None:
+            for param, value in zip((model.producer.shared, model.producer.cols, model.producer.rows),
+                                    (prompt, *factors)):
+                param.copy_(value.to(param.dtype))
+        else:
+            model.producer.prompt.copy_(prompt.to(model.producer.prompt.dtype))
