@@ -78,18 +78,24 @@ def resolve_head(cfg: HeadConfig, kind: str, is_regression: bool) -> tuple[str, 
     return head, pooling
 
 
-LOGIT_CHUNK_ELEMENTS = 2 ** 23  # logits held at once by lm_cross_entropy: 32 MiB in float32
+LOGIT_CHUNK_ELEMENTS = 2 ** 25  # logits held at once by lm_cross_entropy: 128 MiB in float32
 
 
 def lm_cross_entropy(lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of `lm_head(hidden)` (N, V) against `targets` (N,), a chunk of rows at a time.
 
-    Each chunk's logits are recomputed in the backward pass (activation checkpointing) instead of kept,
-    so a large vocabulary (Qwen: 152k) costs a chunk's logits, not every target's logits, log-softmax
-    and gradient: the same loss and gradients for one more LM-head matmul over the target rows.
+    A frozen linear head (the usual case: the base is frozen) takes the fused path: each chunk's logits
+    become its gradient in place during the forward pass, so one chunk of logits is alive at a time and
+    nothing is recomputed. Any other head (trainable, soft-capped, scaled) recomputes each chunk's
+    logits in the backward pass (activation checkpointing). Either way a large vocabulary (Qwen: 152k)
+    costs a chunk's logits, not every target's logits, log-softmax and gradient.
     """
     rows = max(1, LOGIT_CHUNK_ELEMENTS // max(1, getattr(lm_head, "out_features", None) or lm_head.weight.shape[0]))
-    if hidden.shape[0] <= rows or not torch.is_grad_enabled():
+    if not torch.is_grad_enabled():
+        return F.cross_entropy(lm_head(hidden).float(), targets)
+    if _frozen_linear(lm_head) and bool((targets >= 0).all()):
+        return _FrozenLinearCrossEntropy.apply(hidden, lm_head.weight, lm_head.bias, targets, rows) / targets.numel()
+    if hidden.shape[0] <= rows:
         return F.cross_entropy(lm_head(hidden).float(), targets)
     from torch.utils.checkpoint import checkpoint
 
@@ -99,3 +105,35 @@ def lm_cross_entropy(lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Te
     total = sum(checkpoint(chunk_sum, h, t, use_reentrant=False)
                 for h, t in zip(hidden.split(rows), targets.split(rows)))
     return total / targets.numel()
+
+
+def _frozen_linear(head: nn.Module) -> bool:
+    return type(head) is nn.Linear and not any(p.requires_grad for p in head.parameters())
+
+
+class _FrozenLinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of `hidden @ weight.T + bias`, its gradient for `hidden` computed chunk by chunk
+    in the forward pass: softmax(z) - onehot(target), formed in the chunk's own logits buffer, times `weight`."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, rows):
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad = torch.empty_like(hidden)
+        for start in range(0, hidden.shape[0], rows):
+            t = targets[start:start + rows]
+            z = F.linear(hidden[start:start + rows], weight, bias).float()
+            picked = z.gather(1, t[:, None])
+            peak = z.amax(1, keepdim=True)
+            z.sub_(peak).exp_()
+            norm = z.sum(1, keepdim=True)
+            total += (norm.log() + peak - picked).sum()
+            z.div_(norm)  # softmax
+            z[torch.arange(len(t), device=z.device), t] -= 1
+            grad[start:start + rows] = z.to(weight.dtype) @ weight
+        ctx.save_for_backward(grad)
+        return total
+
+    @staticmethod
+    def backward(ctx, upstream):
+        (grad,) = ctx.saved_tensors
+        return grad * upstream.to(grad.dtype), None, None, None, None

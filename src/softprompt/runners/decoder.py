@@ -27,6 +27,7 @@ from torch import nn
 from softprompt.runners.anatomy import (EMBED_DROPOUTS, EMBED_NORMS, FINAL_NORMS, LayerCall, attr, decoder_body,
                                         first_output, layer_count, layer_stack, parameters_of, text_config)
 from softprompt.runners.base import LayerContext, PrefixCache, Runner
+from softprompt.runners.lean_mlp import adopt_lean_mlps
 from softprompt.runners.sequence import Past, Sequence, additive_mask
 
 
@@ -85,6 +86,7 @@ class DecoderRunner(Runner):
         self.project_out = attr(body, ("project_out",))
         self.multiplier = getattr(cfg, "embedding_multiplier", None)
         self.moe_blocks = [m for m in self.layers.modules() if hasattr(m, "experts")]
+        self.lean_mlps = adopt_lean_mlps(self.layers)
         self._kv_shape: tuple[int, int] | None = None
         self._head: list[nn.Module] = []
 
