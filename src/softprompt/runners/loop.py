@@ -191,8 +191,9 @@ def run_layers(runner: Runner, groups: list[PromptGroup], seq: Sequence, tok: to
         term = _term(runner, i, p.terms.get(i), hidden.shape[0])
         if kv_cache is not None and term is not None:
             kv_cache.terms[i] = term
-        hidden = _call_layer(runner, i, hidden, contexts[ctx_key], cache, term,
-                             gradient_checkpointing and torch.is_grad_enabled())
+        hidden = _call_layer(runner, i, hidden, contexts[ctx_key], cache, term,  # the last layer's activations are
+                             gradient_checkpointing and torch.is_grad_enabled()  # used as soon as backward starts:
+                             and i < runner.num_layers - 1)  # recomputing them would save no memory
     return replace(p.seq, hidden=hidden, decoder_prefixes=p.decoder_prefixes or p.seq.decoder_prefixes)
 
 
