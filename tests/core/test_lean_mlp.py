@@ -65,3 +65,15 @@ def test_the_decoder_runner_adopts_every_gated_mlp_once():
     assert DecoderRunner(model).lean_mlps == 2  # a second runner on the same model finds them adopted
     gpt2 = AutoModelForCausalLM.from_config(AutoConfig.for_model("gpt2", n_layer=2, n_embd=16, n_head=2, vocab_size=64))
     assert DecoderRunner(gpt2).lean_mlps == 0  # c_fc / c_proj: not a gated MLP
+
+
+def test_backward_does_not_reenter_autograd_so_module_hooks_work():
+    """FlopCounterMode puts multi-grad hooks on every module; a backward calling autograd.grad would fail under it."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    lean = tiny("llama")
+    adopt_lean_mlps(lean)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss_grads_and_saved(lean, torch.randn(2, 5, 16))
+    assert counter.get_total_flops() > 0
