@@ -93,7 +93,7 @@ def lm_cross_entropy(lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Te
     rows = max(1, LOGIT_CHUNK_ELEMENTS // max(1, getattr(lm_head, "out_features", None) or lm_head.weight.shape[0]))
     if not torch.is_grad_enabled():
         return F.cross_entropy(lm_head(hidden).float(), targets)
-    if _frozen_linear(lm_head) and bool((targets >= 0).all()):
+    if _frozen_linear(lm_head):  # targets are token ids (no ignore index): no device sync to check them
         return _FrozenLinearCrossEntropy.apply(hidden, lm_head.weight, lm_head.bias, targets, rows) / targets.numel()
     if hidden.shape[0] <= rows:
         return F.cross_entropy(lm_head(hidden).float(), targets)
